@@ -1,0 +1,56 @@
+# ST-RAN Scar: the two commands are `make demo` (main job) and `make test` (every test).
+# `make setup` builds both virtual environments from the pinned lock files; it is
+# idempotent (a second run only checks the stamps and takes a second or two).
+
+PYTHON ?= python3.11
+VENV := .venv
+SVENV := .venv-slicer
+PY := $(VENV)/bin/python
+SPY := $(SVENV)/bin/python
+PIP_FLAGS := --disable-pip-version-check -q
+
+.PHONY: setup demo serve test test-server test-slicer lint bench sample-data clean-venvs
+
+setup: $(VENV)/.stamp $(SVENV)/.stamp
+
+# Server / training stack. Installed with --no-deps from a full lock: monailabel 0.8.5
+# declares sam2 (a CUDA-oriented sdist) and monai[torchvision], neither of which the app
+# needs and both of which break a CPU-only torch 2.13.0 (see docs/installation.md).
+$(VENV)/.stamp: requirements/server.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements/server.lock
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Slicer test stack: slicer-core (Slicer's MRML classes) needs numpy 2.
+$(SVENV)/.stamp: requirements/slicer.lock
+	@test -x $(SPY) || $(PYTHON) -m venv $(SVENV)
+	$(SPY) -m pip install $(PIP_FLAGS) --no-deps -r requirements/slicer.lock
+	@touch $@
+
+demo: $(VENV)/.stamp
+	$(PY) -m stran.cli demo
+
+serve: $(VENV)/.stamp
+	$(PY) -m stran.cli serve
+
+sample-data: $(VENV)/.stamp
+	$(PY) -m sample_data
+
+test: setup
+	$(MAKE) --no-print-directory test-server test-slicer
+
+test-server: $(VENV)/.stamp
+	$(PY) -m pytest tests/unit tests/integration -q
+
+test-slicer: $(SVENV)/.stamp
+	$(SPY) -m pytest tests/slicer -q
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check stran apps training sample_data tests slicer_extension
+
+bench: $(VENV)/.stamp
+	$(PY) training/bench_io.py
+
+clean-venvs:
+	rm -rf $(VENV) $(SVENV)
