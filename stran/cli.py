@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: dict[str, str] = {
     "inspect": "stran.io.inspect_command",
+    "export": "stran.resultsdb.export_command",
 }
 
 

@@ -7,7 +7,7 @@ class CineLoadError(Exception):
     """Base class: a study could not be loaded. Nothing was written."""
 
     def __init__(self, message: str, files: list[str] | None = None) -> None:
-        self.files = list(files or [])
+        self.files = list(dict.fromkeys(str(f) for f in files or []))
         if self.files:
             shown = ", ".join(self.files[:5]) + (f" and {len(self.files) - 5} more" if len(self.files) > 5 else "")
             message = f"{message} [files: {shown}]"
@@ -48,3 +48,11 @@ class StudyTooLargeError(CineLoadError):
 
 class UnsupportedFormatError(CineLoadError):
     """The path is neither a DICOM folder/file nor a NIfTI file we can read."""
+
+
+class AmbiguousStackError(CineLoadError):
+    """Images cannot be assigned to one (slice, phase) cell unambiguously (e.g. two images share position and trigger time)."""
+
+
+class StudyNotFoundError(CineLoadError, FileNotFoundError):
+    """The path given does not exist."""

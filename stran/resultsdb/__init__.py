@@ -1,0 +1,44 @@
+"""The local results database: detections, reviewer corrections and training runs, for analysis.
+
+One schema and one implementation for the command line (``stran export``) and the 3D Slicer module.
+This package imports only the standard library and SQLAlchemy 2 Core, with relative imports only, so
+that the Slicer module can expose it inside its ``<Module>Lib/`` folder (by a symlink) unchanged.
+
+    from .resultsdb import ResultsDB          # inside Slicer's <Module>Lib
+    from stran.resultsdb import ResultsDB     # everywhere else
+
+    with ResultsDB("results.sqlite") as db:   # or ResultsDB("postgresql://user@host/dbname")
+        db.record_detection(result_json)
+        db.export_csv("export/")
+"""
+
+from .db import FLOAT_RTOL, ResultsDB, database_url
+from .errors import ConflictError, InvalidRecordError, ResultsDBError, SchemaVersionError
+from .records import (
+    CORRECTION_SOURCES,
+    RUN_STATUSES,
+    new_id,
+    now_utc,
+    parse_correction,
+    parse_detection,
+    parse_training_run,
+)
+from .schema import SCHEMA_VERSION
+
+__all__ = [
+    "CORRECTION_SOURCES",
+    "FLOAT_RTOL",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "ConflictError",
+    "InvalidRecordError",
+    "ResultsDB",
+    "ResultsDBError",
+    "SchemaVersionError",
+    "database_url",
+    "new_id",
+    "now_utc",
+    "parse_correction",
+    "parse_detection",
+    "parse_training_run",
+]

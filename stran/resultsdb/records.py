@@ -1,0 +1,383 @@
+"""Validation and normalisation of what gets recorded: detection results, corrections, training runs.
+
+Pure functions over plain dicts (standard library only), so that the same checks run in the server's
+Python and inside 3D Slicer. Every check raises :class:`InvalidRecordError` (a ``ValueError``) whose
+message names the field (dotted path) and says what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import InvalidRecordError
+
+#: Longest accepted id (detection, correction, run ids; hex uuids are 32).
+MAX_ID_LENGTH = 64
+#: Longest accepted study UID (DICOM UIDs are at most 64 characters; other ids get some room).
+MAX_UID_LENGTH = 128
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+
+PREDICTION_LABELS = {0: "no scar", 1: "scar"}
+CORRECTION_SOURCES = ("LGE", "visual")
+RUN_STATUSES = ("queued", "running", "finished", "failed", "stopped")
+TERMINAL_RUN_STATUSES = ("finished", "failed", "stopped")
+
+_MISSING = object()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def new_id() -> str:
+    """A fresh record id (hex uuid4), for clients that create corrections or training runs."""
+    return uuid.uuid4().hex
+
+
+def now_utc() -> str:
+    """The current time in the database's timestamp format."""
+    return format_utc(datetime.now(timezone.utc))
+
+
+def format_utc(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``: fixed width, so text order is time order."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(value: Any, field: str) -> str:
+    """An ISO 8601 time (string or ``datetime``) as UTC text. A time without offset is taken as UTC."""
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecordError(f"field '{field}' must be an ISO 8601 time such as '2026-11-25T12:00:00Z', got {_show(value)}", field=field)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRecordError(
+            f"field '{field}' is not an ISO 8601 time: {value!r} (expected e.g. '2026-11-25T12:00:00Z')", field=field
+        ) from None
+    return format_utc(moment)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON text with sorted keys and no spaces: the form stored in JSON columns and hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def payload_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _get(data: Mapping[str, Any], key: str, path: str, *, required: bool) -> Any:
+    value = data.get(key, _MISSING)
+    if value is _MISSING:
+        if required:
+            raise InvalidRecordError(f"missing field '{path}{key}'", field=f"{path}{key}")
+        return None
+    return value
+
+
+def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidRecordError(f"field '{field}' must be an object (dict), got {_show(value)}", field=field)
+    return value
+
+
+def _id(value: Any, field: str, *, max_length: int = MAX_ID_LENGTH) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecordError(f"field '{field}' must be a non-empty string id, got {_show(value)}", field=field)
+    text = value.strip()
+    if len(text) > max_length:
+        raise InvalidRecordError(f"field '{field}' is longer than {max_length} characters: {text[:40]!r}...", field=field)
+    if not _ID_RE.match(text):
+        raise InvalidRecordError(
+            f"field '{field}' may hold only letters, digits and . _ : - (got {text!r})", field=field
+        )
+    return text
+
+
+def _text(value: Any, field: str, *, optional: bool = True, non_empty: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRecordError(f"field '{field}' must be a string, got {_show(value)}", field=field)
+    if non_empty and not value.strip():
+        raise InvalidRecordError(f"field '{field}' must not be empty", field=field)
+    return value
+
+
+def _float(value: Any, field: str, *, optional: bool = True, lo: float | None = None, hi: float | None = None,
+           positive: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidRecordError(f"field '{field}' must be a number, got {_show(value)}", field=field)
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidRecordError(f"field '{field}' must be finite, got {number}", field=field)
+    if lo is not None and number < lo or hi is not None and number > hi:
+        raise InvalidRecordError(f"field '{field}' must lie in [{lo}, {hi}], got {number}", field=field)
+    if positive and number <= 0:
+        raise InvalidRecordError(f"field '{field}' must be > 0, got {number}", field=field)
+    return number
+
+
+def _int(value: Any, field: str, *, optional: bool = True, choices: Sequence[int] | None = None,
+         minimum: int | None = None) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidRecordError(f"field '{field}' must be an integer, got {_show(value)}", field=field)
+    number = int(value)
+    if choices is not None and number not in choices:
+        raise InvalidRecordError(f"field '{field}' must be one of {list(choices)}, got {number}", field=field)
+    if minimum is not None and number < minimum:
+        raise InvalidRecordError(f"field '{field}' must be >= {minimum}, got {number}", field=field)
+    return number
+
+
+def _json_value(value: Any, field: str) -> Any:
+    """Any JSON-encodable value (dicts with string keys, lists, numbers, strings, null)."""
+    try:
+        canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecordError(f"field '{field}' must be JSON-encodable: {exc}", field=field) from None
+    return json.loads(canonical_json(value))
+
+
+def _json_object(value: Any, field: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return dict(_json_value(_mapping(value, field), field))
+
+
+# ----------------------------------------------------------------------------- detection results
+
+
+def parse_study(study: Any, path: str = "study") -> dict[str, Any]:
+    """The study block of a detection result -> the columns of ``studies`` (raw patient id kept here)."""
+    study = _mapping(study, path)
+    p = f"{path}."
+    spacing = _get(study, "pixel_spacing_mm", p, required=False)
+    if spacing is None:
+        row_mm = col_mm = None
+    elif isinstance(spacing, Sequence) and not isinstance(spacing, str):
+        if len(spacing) != 2:
+            raise InvalidRecordError(
+                f"field '{p}pixel_spacing_mm' must be [row, column] spacing in mm, got {len(spacing)} values", field=f"{p}pixel_spacing_mm"
+            )
+        row_mm = _float(spacing[0], f"{p}pixel_spacing_mm[0]", optional=False, positive=True)
+        col_mm = _float(spacing[1], f"{p}pixel_spacing_mm[1]", optional=False, positive=True)
+    else:
+        row_mm = col_mm = _float(spacing, f"{p}pixel_spacing_mm", optional=False, positive=True)
+    series = _get(study, "series_uids", p, required=False)
+    if series is not None:
+        if isinstance(series, str) or not isinstance(series, Sequence):
+            raise InvalidRecordError(f"field '{p}series_uids' must be a list of strings, got {_show(series)}", field=f"{p}series_uids")
+        series = [_text(uid, f"{p}series_uids[{i}]", optional=False, non_empty=True) for i, uid in enumerate(series)]
+    patient = _get(study, "patient_id", p, required=False)
+    if patient is not None and not isinstance(patient, str):  # no value in the message: it may identify a patient
+        raise InvalidRecordError(f"field '{p}patient_id' must be a string, got a {type(patient).__name__}", field=f"{p}patient_id")
+    patient = patient.strip() if patient and patient.strip() else None
+    return {
+        "study_uid": _id(_get(study, "study_uid", p, required=True), f"{p}study_uid", max_length=MAX_UID_LENGTH),
+        "patient_id": patient,
+        "series_uids": series,
+        "vendor": _text(_get(study, "vendor", p, required=False), f"{p}vendor"),
+        "field_strength_t": _float(_get(study, "field_strength_t", p, required=False), f"{p}field_strength_t", positive=True),
+        "slices": _int(_get(study, "slices", p, required=False), f"{p}slices", minimum=1),
+        "phases": _int(_get(study, "phases", p, required=False), f"{p}phases", minimum=1),
+        "pixel_spacing_row_mm": row_mm,
+        "pixel_spacing_col_mm": col_mm,
+        "slice_spacing_mm": _float(_get(study, "slice_spacing_mm", p, required=False), f"{p}slice_spacing_mm", positive=True),
+        "rr_interval_ms": _float(_get(study, "rr_interval_ms", p, required=False), f"{p}rr_interval_ms", positive=True),
+    }
+
+
+def parse_model(model: Any, path: str = "model") -> dict[str, Any]:
+    model = _mapping(model, path)
+    p = f"{path}."
+    version = _get(model, "version", p, required=True)
+    if isinstance(version, numbers.Real) and not isinstance(version, bool):
+        version = str(version)
+    sha = _text(_get(model, "sha256", p, required=True), f"{p}sha256", optional=False, non_empty=True).strip().lower()
+    if len(sha) > 128:
+        raise InvalidRecordError(f"field '{p}sha256' is longer than 128 characters", field=f"{p}sha256")
+    return {
+        "sha256": sha,
+        "name": _text(_get(model, "name", p, required=True), f"{p}name", optional=False, non_empty=True),
+        "version": _text(version, f"{p}version", optional=False, non_empty=True),
+        "trained_on": _json_value(_get(model, "trained_on", p, required=False), f"{p}trained_on"),
+    }
+
+
+def parse_detection(result: Any) -> dict[str, Any]:
+    """A detection result (the server's infer JSON) -> ``{"study": ..., "model": ..., "detection": ...}``.
+
+    Required: ``detection_id``, ``study.study_uid``, ``study_probability``, ``threshold``, ``prediction``,
+    ``slice_probabilities``, ``model.name/version/sha256``, ``created_utc``. Optional: ``image_id``,
+    ``prediction_label`` (checked against ``prediction``), ``uncertainty``, ``input``, ``timings`` and
+    the other study fields. Unknown top-level fields are ignored.
+    """
+    result = _mapping(result, "detection result")
+    detection_id = _id(_get(result, "detection_id", "", required=True), "detection_id")
+    try:
+        study = parse_study(_get(result, "study", "", required=True))
+        model = parse_model(_get(result, "model", "", required=True))
+        prediction = _int(_get(result, "prediction", "", required=True), "prediction", optional=False, choices=(0, 1))
+        label = _text(_get(result, "prediction_label", "", required=False), "prediction_label")
+        if label is not None and label != PREDICTION_LABELS[prediction]:
+            raise InvalidRecordError(
+                f"field 'prediction_label' is {label!r} but prediction is {prediction} ({PREDICTION_LABELS[prediction]!r})",
+                field="prediction_label",
+            )
+        slice_probs = _get(result, "slice_probabilities", "", required=True)
+        if isinstance(slice_probs, str) or not isinstance(slice_probs, Sequence):
+            raise InvalidRecordError(
+                f"field 'slice_probabilities' must be a list (one probability or null per slice), got {_show(slice_probs)}",
+                field="slice_probabilities",
+            )
+        slice_probs = [_float(v, f"slice_probabilities[{i}]", lo=0.0, hi=1.0) for i, v in enumerate(slice_probs)]
+        if study["slices"] is not None and len(slice_probs) != study["slices"]:
+            raise InvalidRecordError(
+                f"field 'slice_probabilities' has {len(slice_probs)} entries but study.slices is {study['slices']} "
+                "(one entry per slice of the study, null for slices that were not scored)",
+                field="slice_probabilities",
+            )
+        uncertainty = _json_object(_get(result, "uncertainty", "", required=False), "uncertainty")
+        unc_values = {}
+        for key in ("std", "entropy", "mutual_information"):
+            unc_values[key] = _float(uncertainty.get(key), f"uncertainty.{key}", lo=0.0) if uncertainty else None
+        if uncertainty is not None:
+            _text(uncertainty.get("method"), "uncertainty.method")
+            _int(uncertainty.get("samples"), "uncertainty.samples", minimum=1)
+        timings = _json_object(_get(result, "timings", "", required=False), "timings")
+        if timings:
+            for key, value in timings.items():
+                _float(value, f"timings.{key}", lo=0.0)
+        image_id = _text(_get(result, "image_id", "", required=False), "image_id")
+        detection = {
+            "detection_id": detection_id,
+            "study_uid": study["study_uid"],
+            "image_id": image_id,
+            "model_sha256": model["sha256"],
+            "study_probability": _float(_get(result, "study_probability", "", required=True), "study_probability",
+                                        optional=False, lo=0.0, hi=1.0),
+            "threshold": _float(_get(result, "threshold", "", required=True), "threshold", optional=False, lo=0.0, hi=1.0),
+            "prediction": prediction,
+            "prediction_label": PREDICTION_LABELS[prediction],
+            "slice_probabilities": slice_probs,
+            "uncertainty": uncertainty,
+            "uncertainty_std": unc_values["std"],
+            "uncertainty_entropy": unc_values["entropy"],
+            "uncertainty_mutual_information": unc_values["mutual_information"],
+            "input_summary": _json_object(_get(result, "input", "", required=False), "input"),
+            "timings": timings,
+            "total_ms": _float(timings.get("total_ms"), "timings.total_ms") if timings else None,
+            "created_utc": parse_utc(_get(result, "created_utc", "", required=True), "created_utc"),
+        }
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(f"detection {detection_id!r}: {exc}", field=exc.field) from None
+    return {"study": study, "model": model, "detection": detection}
+
+
+# ----------------------------------------------------------------------------- corrections
+
+
+def parse_correction(correction: Any) -> dict[str, Any]:
+    """A reviewer's label (the ``.scar.json`` content) plus ``correction_id``, ``study_uid``, ``image_id``.
+
+    Optional: ``detection_id`` (the detection that was corrected), ``created_utc`` (default: now).
+    """
+    correction = _mapping(correction, "correction")
+    correction_id = _id(_get(correction, "correction_id", "", required=True), "correction_id")
+    try:
+        labels = _get(correction, "slice_labels", "", required=True)
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise InvalidRecordError(
+                f"field 'slice_labels' must be a list of 0, 1 or null (one per slice), got {_show(labels)}", field="slice_labels"
+            )
+        labels = [_label(v, f"slice_labels[{i}]", optional=True) for i, v in enumerate(labels)]
+        source = _get(correction, "source", "", required=True)
+        if source not in CORRECTION_SOURCES:
+            raise InvalidRecordError(f"field 'source' must be one of {list(CORRECTION_SOURCES)}, got {_show(source)}", field="source")
+        detection_id = _get(correction, "detection_id", "", required=False)
+        created = _get(correction, "created_utc", "", required=False)
+        row = {
+            "correction_id": correction_id,
+            "study_uid": _id(_get(correction, "study_uid", "", required=True), "study_uid", max_length=MAX_UID_LENGTH),
+            "image_id": _text(_get(correction, "image_id", "", required=False), "image_id"),
+            "detection_id": None if detection_id is None else _id(detection_id, "detection_id"),
+            "study_label": _label(_get(correction, "study_label", "", required=True), "study_label", optional=False),
+            "slice_labels": labels,
+            "source": source,
+            "reviewer": _text(_get(correction, "reviewer", "", required=True), "reviewer", optional=False),
+            "comment": _text(_get(correction, "comment", "", required=False), "comment") or "",
+            "created_utc": None if created is None else parse_utc(created, "created_utc"),
+        }
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(f"correction {correction_id!r}: {exc}", field=exc.field) from None
+    return row
+
+
+def _label(value: Any, field: str, *, optional: bool) -> int | None:
+    if isinstance(value, bool):  # JSON true/false from a client: accept as 1/0
+        return int(value)
+    return _int(value, field, optional=optional, choices=(0, 1))
+
+
+# ----------------------------------------------------------------------------- training runs
+
+
+def parse_training_run(run: Any) -> dict[str, Any]:
+    """``{"run_id", "model_name", "status", "started_utc", "finished_utc"?, "options"?, "metrics"?, "model_sha256"?}``.
+
+    ``status`` is one of queued, running, finished, failed, stopped (case-insensitive).
+    """
+    run = _mapping(run, "training run")
+    run_id = _id(_get(run, "run_id", "", required=True), "run_id")
+    try:
+        status = _text(_get(run, "status", "", required=True), "status", optional=False).strip().lower()
+        if status not in RUN_STATUSES:
+            raise InvalidRecordError(f"field 'status' must be one of {list(RUN_STATUSES)}, got {status!r}", field="status")
+        finished = _get(run, "finished_utc", "", required=False)
+        sha = _text(_get(run, "model_sha256", "", required=False), "model_sha256")
+        row = {
+            "run_id": run_id,
+            "model_name": _text(_get(run, "model_name", "", required=True), "model_name", optional=False, non_empty=True),
+            "status": status,
+            "started_utc": parse_utc(_get(run, "started_utc", "", required=True), "started_utc"),
+            "finished_utc": None if finished is None else parse_utc(finished, "finished_utc"),
+            "options": _json_object(_get(run, "options", "", required=False), "options"),
+            "metrics": _json_object(_get(run, "metrics", "", required=False), "metrics"),
+            "model_sha256": sha.strip().lower() if sha and sha.strip() else None,
+        }
+        if row["finished_utc"] is not None and row["finished_utc"] < row["started_utc"]:
+            raise InvalidRecordError(
+                f"field 'finished_utc' ({row['finished_utc']}) is before started_utc ({row['started_utc']})", field="finished_utc"
+            )
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(f"training run {run_id!r}: {exc}", field=exc.field) from None
+    return row
