@@ -13,6 +13,11 @@ import sys
 
 COMMANDS: dict[str, str] = {
     "inspect": "stran.io.inspect_command",
+    "import": "stran.io.import_command",
+    "phantom": "stran.phantom.command",
+    "detect": "stran.engine.detect_command",
+    "train": "stran.engine.train_command",
+    "evaluate": "stran.engine.evaluate_command",
     "export": "stran.resultsdb.export_command",
 }
 

@@ -1,0 +1,58 @@
+"""``stran import``: add DICOM cine studies to a datastore (4-D NIfTI + sidecar), reporting what it cannot read."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+HELP = "Import DICOM study folders (or a folder of them) into a MONAI Label datastore in our 4-D NIfTI + sidecar format."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="+", help="DICOM study folders, or folders whose sub-folders are studies")
+    parser.add_argument("--datastore", required=True, help="datastore folder (the server's --studies)")
+    parser.add_argument("--overwrite", action="store_true", help="replace studies that are already in the datastore")
+
+
+def _study_folders(source: Path) -> list[Path]:
+    """``source`` itself when it holds files, else its sub-folders (one study each)."""
+    if any(p.is_file() for p in source.iterdir()):
+        return [source]
+    return sorted(p for p in source.iterdir() if p.is_dir())
+
+
+def safe_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "study"
+
+
+def run(args: argparse.Namespace) -> int:
+    from stran.io import CineLoadError, load_study, write_datastore_study
+
+    datastore = Path(args.datastore)
+    datastore.mkdir(parents=True, exist_ok=True)
+    imported, skipped = [], []
+    for raw in args.sources:
+        source = Path(raw)
+        if not source.is_dir():
+            skipped.append((raw, "not a folder"))
+            continue
+        for folder in _study_folders(source):
+            image_id = safe_id(folder.name)
+            if (datastore / f"{image_id}.nii.gz").exists() and not args.overwrite:
+                skipped.append((str(folder), f"'{image_id}' is already in the datastore (use --overwrite)"))
+                continue
+            try:
+                study = load_study(folder)
+            except CineLoadError as exc:
+                skipped.append((str(folder), str(exc)))
+                continue
+            write_datastore_study(study, datastore, image_id)
+            imported.append(image_id)
+            print(f"imported {image_id}: {study.n_slices} slices x {study.n_phases} phases, "
+                  f"{len(study.left_out)} files left out")
+    for folder, reason in skipped:
+        print(f"skipped {folder}: {reason}", file=sys.stderr)
+    print(f"{len(imported)} studies imported into {datastore}, {len(skipped)} skipped")
+    return 1 if skipped and not imported else 0
