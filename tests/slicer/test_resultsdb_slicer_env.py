@@ -20,8 +20,8 @@ SCRIPT = textwrap.dedent(
     modules_dir, db_path, out_dir = sys.argv[1:4]
     sys.path.insert(0, modules_dir)
     before = set(sys.modules)
-    from CardiacScarLib.resultsdb import SCHEMA_VERSION, ConflictError, ResultsDB, new_id
-    from CardiacScarLib.resultsdb import export_command  # the CLI module imports cleanly too
+    from CineScarLib.resultsdb import SCHEMA_VERSION, ConflictError, ResultsDB, new_id
+    from CineScarLib.resultsdb import export_command  # the CLI module imports cleanly too
     loaded = sorted({name.split(".")[0] for name in set(sys.modules) - before})
 
     result = {
@@ -62,7 +62,7 @@ SCRIPT = textwrap.dedent(
 
 def test_resultsdb_runs_from_a_slicer_module_lib_folder(tmp_path: Path) -> None:
     modules = tmp_path / "CardiacScar"
-    lib = modules / "CardiacScarLib"
+    lib = modules / "CineScarLib"
     lib.mkdir(parents=True)
     (lib / "__init__.py").write_text("")
     (lib / "resultsdb").symlink_to(REPO / "stran" / "resultsdb", target_is_directory=True)
@@ -75,7 +75,7 @@ def test_resultsdb_runs_from_a_slicer_module_lib_folder(tmp_path: Path) -> None:
     report = json.loads(done.stdout.strip().splitlines()[-1])
 
     outside_stdlib = {
-        name for name in set(report["loaded"]) - set(sys.stdlib_module_names) - {"CardiacScarLib"}
+        name for name in set(report["loaded"]) - set(sys.stdlib_module_names) - {"CineScarLib"}
         if not name.startswith(("_sysconfigdata", "_cython_")) and name != "cython_runtime"  # interpreter / compiled SQLAlchemy
     }
     assert outside_stdlib <= {"sqlalchemy", "typing_extensions"}, outside_stdlib

@@ -1,0 +1,251 @@
+"""The extension as files: CineScar.py compiles, the .ui matches the code and its generator, CMake lists every
+file, the resultsdb link works from Slicer's point of view, CineScarLib imports with Slicer's packages only (and in
+the server venv), and CineScarLogic / the self-test run on slicer-core with the Qt-only base classes stubbed.
+
+What this cannot show: the widgets themselves (Qt, PythonQt), the layout, playback timing and overlay
+rendering; those need the Slicer application (see docs/slicer-module.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import py_compile
+import re
+import subprocess
+import sys
+import textwrap
+import types
+import unittest
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXT = REPO / "slicer_extension"
+MODULE_DIR = EXT / "CineScar"
+LIB = MODULE_DIR / "CineScarLib"
+sys.path.insert(0, str(MODULE_DIR))
+sys.path.insert(0, str(EXT / "tools"))
+
+
+def lib_files() -> list[Path]:
+    return sorted(LIB.glob("*.py"))
+
+
+def test_module_files_compile_for_slicer_python() -> None:
+    for path in [MODULE_DIR / "CineScar.py", *lib_files()]:
+        py_compile.compile(str(path), doraise=True)
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))  # Slicer 5.10+ has Python 3.12
+
+
+def test_ui_matches_code_and_generator() -> None:
+    import panel_layout
+
+    ui_path = MODULE_DIR / "Resources" / "UI" / "CineScar.ui"
+    assert ui_path.read_text(encoding="utf-8") == panel_layout.ui_xml(), "run slicer_extension/tools/panel_layout.py"
+    root = ET.parse(ui_path).getroot()
+    names = {w.get("name") for w in root.iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "CineScar.py").read_text()))
+    assert used - names == set(), f"widgets used in CineScar.py but missing from the .ui: {used - names}"
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    classes = {w.get("class") for w in root.iter("widget")}
+    assert {c for c in classes if not c.startswith("Q")} <= declared
+    assert "qMRMLSequenceBrowserPlayWidget" in classes and "qMRMLTableView" in classes
+
+
+def test_cmake_lists_every_file_and_resources_exist() -> None:
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"\$\{MODULE_NAME\}(\S+)", cmake))
+    expected = {"Lib/" + p.name for p in lib_files()} | {"Lib/resultsdb/" + p.name for p in (LIB / "resultsdb").glob("*.py")}
+    assert expected <= listed, f"not in CineScar/CMakeLists.txt: {expected - listed}"
+    for resource in ("Resources/Icons/CineScar.png", "Resources/UI/CineScar.ui", "Resources/requirements.txt"):
+        assert (MODULE_DIR / resource).is_file()
+        assert resource.replace("CineScar", "${MODULE_NAME}") in cmake
+    top = (EXT / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(CineScar)" in top and 'EXTENSION_CATEGORY "Cardiac"' in top
+    png = (MODULE_DIR / "Resources" / "Icons" / "CineScar.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 128
+    assert "SQLAlchemy" in (MODULE_DIR / "Resources" / "requirements.txt").read_text()
+
+
+def test_resultsdb_link_is_relative_and_resolves() -> None:
+    link = LIB / "resultsdb"
+    assert link.is_symlink()
+    assert str(link.readlink()) == "../../../stran/resultsdb"
+    assert link.resolve() == (REPO / "stran" / "resultsdb").resolve()
+
+
+ISOLATED = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[1])             # what Slicer does for a module folder
+    before = set(sys.modules)
+    import CineScarLib.client, CineScarLib.jobs, CineScarLib.nifti, CineScarLib.session
+    light = sorted({n.split(".")[0] for n in set(sys.modules) - before})
+    from CineScarLib.resultsdb import ResultsDB, new_id
+    with ResultsDB(sys.argv[2]) as db:
+        db.counts()
+    print(json.dumps({"light": light, "numpy": __import__("numpy").__version__,
+                      "stran": "stran" in sys.modules, "resultsdb": CineScarLib.resultsdb.__file__}))
+    """
+)
+
+
+def allowed(names: list[str]) -> set[str]:
+    third_party = {"numpy", "requests", "urllib3", "charset_normalizer", "idna", "certifi", "CineScarLib", "chardet",
+                   "brotli", "socks", "simplejson", "zstandard", "cryptography", "OpenSSL", "jwt"}
+    return {n for n in names if n not in sys.stdlib_module_names and n not in third_party
+            and not n.startswith("_") and n not in ("cython_runtime",)}
+
+
+@pytest.mark.parametrize("venv", [".venv-slicer", ".venv"])
+def test_lib_imports_in_isolation(tmp_path: Path, venv: str) -> None:
+    """Slicer's Python has numpy 2 + requests; the server venv (stran demo) numpy 1.26. No torch, monai, nibabel."""
+    python = REPO / venv / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{venv} is not built")
+    done = subprocess.run([str(python), "-I", "-c", ISOLATED, str(MODULE_DIR), str(tmp_path / "r.sqlite")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert allowed(report["light"]) == set(), report["light"]
+    assert not report["stran"]
+    assert "CineScarLib/resultsdb" in report["resultsdb"]
+
+
+# ----------------------------------------------------------------------------- CineScar.py on slicer-core
+
+
+@pytest.fixture
+def cinescar_module(monkeypatch):
+    """Import CineScar.py with the Qt-only parts stubbed (qt, ScriptedLoadableModule base classes)."""
+    slicer = pytest.importorskip("slicer")
+    if not hasattr(slicer, "vtkMRMLSequenceBrowserNode"):
+        pytest.skip("needs slicer-core")
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent=None):
+            self.parent = parent or types.SimpleNamespace()
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            pass
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        messages: list = []
+
+        def delayDisplay(self, message, msec=None):  # noqa: N802 - Slicer's name
+            self.messages.append(message)
+
+    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget, ScriptedLoadableModuleTest):
+        setattr(base, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", base)
+    monkeypatch.setattr(slicer, "ScriptedLoadableModule", base, raising=False)
+    monkeypatch.delitem(sys.modules, "CineScar", raising=False)
+    module = importlib.import_module("CineScar")
+    yield module
+    sys.modules.pop("CineScar", None)
+
+
+@pytest.fixture
+def scene():
+    import slicer
+
+    s = slicer.vtkMRMLScene()
+    logics = [slicer.vtkSlicerSequencesLogic(), slicer.vtkSlicerColorLogic()]
+    for logic in logics:
+        logic.SetMRMLScene(s)
+    for view in ("Red", "Yellow", "Green"):
+        node = s.AddNewNodeByClass("vtkMRMLSliceNode", view)
+        node.SetLayoutName(view)
+        node.SetDimensions(256, 256, 1)
+        node.SetFieldOfView(250, 250, 1)
+        s.AddNewNodeByClass("vtkMRMLSliceCompositeNode", f"{view} composite").SetLayoutName(view)
+    previous = getattr(slicer, "mrmlScene", None)
+    slicer.mrmlScene = s
+    yield s
+    slicer.mrmlScene = previous
+    s.Clear(1)
+    del logics
+
+
+def synthetic_detection():
+    from CineScarLib.nifti import Volume4D
+    from CineScarLib.session import Detection
+
+    affine = np.array([[0, 0, 8.0, -20], [1.4, 0, 0, -60], [0, -1.4, 0, 50], [0, 0, 0, 1]])
+    cine = Volume4D(np.arange(4 * 3 * 10 * 12, dtype=np.int16).reshape(4, 3, 10, 12), affine, 50.0)
+    att = Volume4D(np.linspace(0, 1, 4 * 3 * 10 * 12, dtype=np.float32).reshape(4, 3, 10, 12), affine, 50.0)
+    result = {"detection_id": "e" * 32, "image_id": "case_9", "study": {"study_uid": "1.2.9", "slices": 3},
+              "study_probability": 0.4, "threshold": 0.5, "prediction": 0, "prediction_label": "no scar",
+              "slice_probabilities": [0.2, 0.7, 0.1], "model": {"name": "stran", "version": "t", "sha256": "1" * 64},
+              "created_utc": "2026-11-25T10:00:00Z"}
+    return Detection(result, "case_9", att, cine)
+
+
+def test_logic_on_slicer_core(cinescar_module, scene, tmp_path) -> None:
+    logic = cinescar_module.CineScarLogic()
+    with pytest.raises(RuntimeError, match="run a detection first"):
+        logic.copyPredictedLabels()
+    detection = synthetic_detection()
+    nodes = logic.showDetection(detection)
+    composite = scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0)
+    assert composite.GetBackgroundVolumeID() == nodes.cineProxy.GetID()
+    assert composite.GetForegroundVolumeID() == nodes.attentionProxy.GetID()
+    np.testing.assert_allclose(logic.jumpToSlice(2), detection.cine.slice_center_ras(2))
+    logic.setOverlay(0.7, 0.3)
+    assert nodes.attentionProxy.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.3)
+    assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+
+    with pytest.raises(RuntimeError, match="Check connection"):
+        logic.makeCorrection(1, reviewer="me")
+    logic.setServer("http://127.0.0.1:9")
+    logic.copyPredictedLabels()
+    correction = logic.makeCorrection(1, reviewer="me", source="LGE", comment="c")
+    assert correction.slice_labels == [0, 1, 0] and correction.study_uid == "1.2.9"
+    assert correction.detection_id == "e" * 32 and correction.image_id == "case_9"
+
+    # the results database: nothing without a location; SQLAlchemy installed only after a yes
+    assert not logic.ensureDatabase()
+    logic.setDatabaseLocation(str(tmp_path / "results.sqlite"))
+    state = {"available": False, "installed": 0}
+    logic.sqlalchemyAvailable = lambda: state["available"]
+
+    def install():
+        state["installed"] += 1
+        state["available"] = True
+
+    asked = []
+    assert not logic.ensureDatabase(confirm=lambda q: asked.append(q) or False, install=install)
+    assert "SQLAlchemy" in asked[0] and state["installed"] == 0 and not logic.session.has_database
+    assert logic.ensureDatabase(confirm=lambda q: True, install=install)
+    assert state["installed"] == 1 and logic.session.has_database
+    logic.exportDetection()
+    assert "1 detections" in logic.databaseSummary()
+    assert logic.pendingCount() == 0
+
+
+def test_self_test_runs_on_slicer_core(cinescar_module, scene, monkeypatch) -> None:
+    import slicer
+
+    shown = []
+    plots = types.SimpleNamespace(logic=lambda: types.SimpleNamespace(ShowChartInLayout=shown.append))
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(plots=plots), raising=False)
+    monkeypatch.delenv("CINESCAR_TEST_SERVER_URL", raising=False)
+    monkeypatch.setattr(slicer.mrmlScene, "Clear", lambda *a: None, raising=False)
+    test = cinescar_module.CineScarTest()
+    test.messages = []
+    test.runTest()
+    assert len(shown) == 1 and shown[0].IsA("vtkMRMLPlotChartNode")
+    assert "Scene test passed" in test.messages
+    assert any("CINESCAR_TEST_SERVER_URL" in m for m in test.messages)
