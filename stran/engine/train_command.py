@@ -1,0 +1,55 @@
+"""``stran train``: train a network of the zoo on labelled studies (resumes an interrupted run in --out)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+HELP = "Train a scar network on a folder of labelled studies; an interrupted run resumes where it stopped."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("studies", help="study folder (cohort layout, MONAI Label datastore or DICOM study folders)")
+    parser.add_argument("--labels", help="folder of <id>.scar.json or a CSV (id, study_label[, slice_labels])")
+    parser.add_argument("--out", required=True, help="run folder: best.pt, state.pt (resume), history.json")
+    parser.add_argument("--model", default="stran", help="network of the zoo (see docs/models.md)")
+    parser.add_argument("--model-config", default="{}", help="JSON options of the network")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--val-split", type=float, default=0.2, help="fraction held out for validation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better val loss")
+    parser.add_argument("--init", default="", help="start from this checkpoint's weights")
+    parser.add_argument("--cache", default=None, help="preprocessing cache folder (default: <out>/../.cache)")
+    parser.add_argument("--no-augment", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stran.engine.dataset import find_studies, split_records
+    from stran.engine.trainer import Trainer, TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    records = find_studies(args.studies, labels=args.labels, require_labels=True)
+    train, val = split_records(records, [1 - args.val_split, args.val_split], seed=args.seed)
+    config = TrainConfig(
+        model=args.model,
+        model_config=json.loads(args.model_config),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        patience=args.patience,
+        augment=not args.no_augment,
+        init_checkpoint=args.init,
+    )
+    out = Path(args.out)
+    cache = args.cache or out.parent / ".cache"
+    result = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)").fit()
+    print(
+        f"best epoch {result.best_epoch + 1}: val loss {result.best_val_loss:.4f}, val AUC {result.best_val_auc:.3f}, "
+        f"threshold {result.threshold:.3f} -> {result.best_checkpoint}"
+    )
+    return 0
