@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SPY := $(SVENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: setup demo serve test test-server test-slicer lint bench sample-data clean-venvs
+.PHONY: setup demo serve test test-server test-slicer test-quick lint bench demo-model compare sample-data clean-venvs
 
 setup: $(VENV)/.stamp $(SVENV)/.stamp
 
@@ -43,14 +43,28 @@ test: setup
 test-server: $(VENV)/.stamp
 	$(PY) -m pytest tests/unit tests/integration -q
 
-test-slicer: $(SVENV)/.stamp
+test-slicer: $(SVENV)/.stamp $(VENV)/.stamp
 	$(SPY) -m pytest tests/slicer -q
+
+# Everything but the tests that start servers or train (about a minute or two).
+test-quick: setup
+	$(PY) -m pytest tests/unit -q -m "not slow"
+	$(SPY) -m pytest tests/slicer -q -m "not slow"
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check stran apps training sample_data tests slicer_extension
 
 bench: $(VENV)/.stamp
 	$(PY) training/bench_io.py
+	$(PY) training/bench_models.py
+	$(PY) training/bench_server.py
+
+# The shipped demo model (apps/stran/model/pretrained_scar.pt + MODEL_CARD.md) and the paper's comparison.
+demo-model: $(VENV)/.stamp
+	$(PY) training/train_demo_model.py
+
+compare: $(VENV)/.stamp
+	$(PY) training/compare.py
 
 clean-venvs:
 	rm -rf $(VENV) $(SVENV)

@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "train": "stran.engine.train_command",
     "evaluate": "stran.engine.evaluate_command",
     "export": "stran.resultsdb.export_command",
+    "demo": "stran.demo",
+    "serve": "stran.serve",
 }
 
 

@@ -1,0 +1,3 @@
+from .uncertainty import MostUncertain
+
+__all__ = ["MostUncertain"]

@@ -1,0 +1,3 @@
+from .scar import ScarConfig
+
+__all__ = ["ScarConfig"]

@@ -1,0 +1,3 @@
+from .scar import ScarInfer
+
+__all__ = ["ScarInfer"]

@@ -1,0 +1,74 @@
+"""Infer task ``scar``: detection result JSON + attention map (4D NIfTI on the input study's grid).
+
+It subclasses MONAI Label's ``InferTask`` rather than ``BasicInferTask``: the
+study loading (DICOM grouping, sidecar identity), preprocessing, the
+multi-output network and MC dropout are the ``stran`` package's single
+inference path (``stran.engine.detect``), which a single-tensor
+pre/infer/post pipeline cannot express.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from stran.io import CineLoadError, load_study, write_nifti
+
+if TYPE_CHECKING:
+    from lib.configs.scar import ScarConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ScarInfer(InferTask):
+    def __init__(self, config: ScarConfig) -> None:
+        super().__init__(
+            type=InferType.CLASSIFICATION,
+            labels={"no scar": 0, "scar": 1},
+            dimension=3,
+            description=f"Scar probability per study and per slice, with attention maps ({config.network_name})",
+            config={"mc_samples": config.mc_samples, "with_attention": True},
+        )
+        self.scar_config = config
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        path = self.scar_config.current_checkpoint()
+        info["network"] = self.scar_config.network_name
+        if path:
+            info["model"] = self.scar_config.detector().model_info
+        return info
+
+    def is_valid(self) -> bool:
+        return self.scar_config.current_checkpoint() is not None
+
+    def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[str | None, dict[str, Any]]:
+        detector = self.scar_config.detector()
+        try:
+            study = load_study(request["image"])
+        except CineLoadError as exc:
+            raise HTTPException(422, f"cannot read the study: {exc}") from exc
+        with_attention = str(request.get("with_attention", True)).lower() not in ("false", "0")
+        detection = detector.detect(
+            study,
+            image_id=request.get("image_id", ""),
+            with_attention=with_attention,
+            mc_samples=int(request.get("mc_samples", detector.mc_samples)),
+        )
+        result = detection.result
+        logger.info(
+            "scar %s: p=%.3f (%s) in %.0f ms",
+            result["image_id"] or "upload",
+            result["study_probability"],
+            result["prediction_label"],
+            result["timings"]["total_ms"],
+        )
+        if detection.attention is None:
+            return None, result
+        path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
+        write_nifti(study.replace(pixels=detection.attention), path)
+        return path, result

@@ -1,0 +1,3 @@
+from .uncertainty import ScarUncertaintyScoring
+
+__all__ = ["ScarUncertaintyScoring"]

@@ -1,0 +1,231 @@
+"""``stran demo``: the main job on the embedded default, end to end over REST.
+
+Generates the sample studies if needed, starts the MONAI Label server (apps/stran, local datastore,
+the shipped demo model) on 127.0.0.1, then does through REST exactly what the 3D Slicer module does
+(with the module's own logic, CineScarLib.session): detect scar on a study, show the verdict and
+per-slice scores, save a corrected label, ask for the next study, retrain briefly and show the new
+model answering, export everything to the local SQLite results database and to CSV, draw a picture
+(a cine frame with the attention overlay and the per-slice bar chart) and stop the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+APP_DIR = REPO / "apps" / "stran"
+MODULE_DIR = REPO / "slicer_extension" / "CineScar"
+SAMPLES = REPO / "sample_data" / "studies"
+
+HELP = "Run the end-to-end demo: server, detection, correction, next study, retraining, export, picture."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work", default=str(REPO / "work" / "demo"), help="demo folder (recreated on every run)")
+    parser.add_argument("--samples", default=str(SAMPLES), help="sample studies (generated here when missing)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the demo retraining")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Step:
+    """Prints a numbered step with its duration."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, title: str) -> Step:
+        self.n += 1
+        self.title = title
+        return self
+
+    def __enter__(self) -> Step:
+        self.t0 = time.perf_counter()
+        print(f"\n[{self.n}] {self.title}", flush=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            print(f"    ({time.perf_counter() - self.t0:.1f} s)", flush=True)
+
+
+def ensure_samples(samples: Path) -> Path:
+    if not (samples / "manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "sample_data", "--out", str(samples)], cwd=REPO, check=True)
+    return samples
+
+
+def start_server(datastore: Path, model_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(datastore),
+           "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--conf", "mc_samples", "8"]
+    env = {**__import__("os").environ, "MONAI_LABEL_TRACKING_ENABLED": "false"}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def wait_until_up(session: Any, proc: subprocess.Popen, log_path: Path, timeout: float = 180) -> Any:
+    from CineScarLib.client import MonaiLabelError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server stopped (exit {proc.returncode}); log:\n{log_path.read_text()[-3000:]}")
+        try:
+            return session.connect()
+        except MonaiLabelError:
+            time.sleep(1.0)
+    raise TimeoutError(f"the server did not start within {timeout:.0f} s; see {log_path}")
+
+
+def print_slices(result: dict, truth: dict | None) -> None:
+    truth_slices = (truth or {}).get("slice_labels") or []
+    print("    slice  probability  predicted  LGE truth")
+    for k, p in enumerate(result["slice_probabilities"]):
+        shown = "   -  " if p is None else f"{p:6.3f}"
+        predicted = "" if p is None else ("scar" if p >= result["threshold"] else "-")
+        t = truth_slices[k] if k < len(truth_slices) else None
+        print(f"    {k:5d}  {shown:>11}  {predicted:>9}  {'' if t is None else ('scar' if t else '-'):>9}")
+
+
+def draw_picture(detection: Any, path: Path) -> Path:
+    """A mid-ventricular cine frame at end-systole with the attention overlay, and the per-slice bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cine = detection.cine.array  # (T, S, rows, cols)
+    attention = detection.attention.array
+    probs = detection.result["slice_probabilities"]
+    scored = [k for k, p in enumerate(probs) if p is not None]
+    s = scored[len(scored) // 2] if scored else cine.shape[1] // 2
+    t = int(np.argmin(cine[:, s].mean(axis=(1, 2))))  # darkest frame ~ end-systole (smallest blood pool)
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})
+    ax_img.imshow(cine[t, s], cmap="gray")
+    overlay = np.ma.masked_less(attention[t, s], 0.15)
+    im = ax_img.imshow(overlay, cmap="hot", alpha=0.45, vmin=0, vmax=1)
+    ax_img.set_title(f"slice {s}, phase {t}: attention overlay", fontsize=10)
+    ax_img.axis("off")
+    fig.colorbar(im, ax=ax_img, fraction=0.046, pad=0.02, label="attention")
+    r = detection.result
+    heights = [0 if p is None else p for p in probs]
+    colors = ["#c0392b" if (p is not None and p >= r["threshold"]) else "#7f8c8d" for p in probs]
+    ax_bar.bar(range(len(probs)), heights, color=colors)
+    ax_bar.axhline(r["threshold"], color="k", ls="--", lw=1, label=f"threshold {r['threshold']:.2f}")
+    ax_bar.set(xlabel="slice (apex -> base)", ylabel="scar probability", ylim=(0, 1))
+    ax_bar.set_title(f"study: {r['prediction_label']} (p = {r['study_probability']:.2f}); model {r['model']['sha256'][:10]}",
+                     fontsize=10)
+    ax_bar.legend(loc="upper left", fontsize=8)
+    fig.suptitle("ST-RAN Scar demo (synthetic phantom, research use only)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(MODULE_DIR))
+    from CineScarLib.session import Correction, ScarSession
+
+    step = Step()
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    datastore, model_dir = work / "datastore", work / "model"
+    datastore.mkdir(parents=True)
+    model_dir.mkdir()
+    truth_dir = Path(args.samples) / "labels"
+
+    with step("Sample studies (synthetic phantoms)"):
+        samples = ensure_samples(Path(args.samples))
+        for f in sorted((samples / "images").iterdir()):
+            shutil.copy2(f, datastore / f.name)
+        ids = sorted(p.name[: -len(".nii.gz")] for p in datastore.glob("*.nii.gz"))
+        print(f"    {len(ids)} studies copied into a fresh datastore {datastore}")
+
+    port = args.port or _free_port()
+    log_path = work / "server.log"
+    proc = start_server(datastore, model_dir, port, log_path)
+    session = ScarSession(f"http://127.0.0.1:{port}", db=str(work / "results.sqlite"), auto_export=True,
+                          log=lambda m: None)
+    try:
+        with step(f"Start the MONAI Label server on http://127.0.0.1:{port} (log: {log_path})"):
+            status = wait_until_up(session, proc, log_path)
+            print(f"    {status.summary()}")
+
+        study_id = ids[0]
+        truth = json.loads((truth_dir / f"{study_id}.scar.json").read_text())
+        with step(f"Detect scar on {study_id}"):
+            detection = session.detect(study_id)
+            r = detection.result
+            print(f"    verdict: {r['prediction_label'].upper()} (probability {r['study_probability']:.3f}, threshold "
+                  f"{r['threshold']:.3f}, MC-dropout std {r['uncertainty']['std']:.3f}); "
+                  f"LGE truth: {'scar' if truth['study_label'] else 'no scar'}")
+            print_slices(r, truth)
+            print(f"    server timings: {r['timings']}")
+
+        with step("Save the corrected label (what the LGE images showed), and earlier reviews of 5 more studies"):
+            for image_id in [study_id, *ids[1:6]]:
+                label = json.loads((truth_dir / f"{image_id}.scar.json").read_text())
+                sidecar = json.loads((datastore / f"{image_id}.cine.json").read_text())
+                correction = Correction(
+                    image_id=image_id, study_uid=sidecar["study_uid"], study_label=label["study_label"],
+                    slice_labels=label["slice_labels"], reviewer="demo", source="LGE", comment="from the LGE read",
+                    detection_id=detection.detection_id if image_id == study_id else None)
+                outcome = session.submit_correction(correction)
+                print(f"    {image_id}: study label {label['study_label']}, {outcome.message}")
+
+        with step("Ask for the next study (active learning: most uncertain under MC dropout)"):
+            next_id = session.next_study("most_uncertain")
+            print(f"    next study to review: {next_id}")
+
+        with step(f"Retrain on the reviewed studies ({args.epochs} epochs, from the served model)"):
+            run_ = session.start_training({"epochs": args.epochs, "batch_size": 2})
+            seen = set()
+
+            def show(p: Any) -> None:
+                if p.message not in seen:
+                    seen.add(p.message)
+                    print(f"    {p.message}", flush=True)
+
+            final = session.wait_for_training(run_, poll_s=2.0, on_update=show)
+            if final.state != "live":
+                raise RuntimeError(final.message)
+
+        with step(f"The new model answers on {study_id}"):
+            again = session.detect(study_id)
+            print(f"    before: p = {r['study_probability']:.3f} (model {r['model']['sha256'][:12]}); "
+                  f"after: p = {again.result['study_probability']:.3f} (model {again.result['model']['sha256'][:12]})")
+
+        with step("Export results and corrections to the local results database and CSV"):
+            csv_files = session.export_csv(work / "export")
+            counts = session.db.counts()
+            print(f"    {work / 'results.sqlite'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            print(f"    CSV: {', '.join(p.name for p in csv_files)} in {work / 'export'}")
+
+        with step("Picture: cine frame with attention overlay and per-slice scores"):
+            picture = draw_picture(again, work / "detection.png")
+            print(f"    {picture}")
+    finally:
+        session.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        print("\nServer stopped. Research use only: the demo model is trained on synthetic phantoms.")
+    return 0
