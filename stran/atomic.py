@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Any
 
 
+_UMASK = os.umask(0)  # read once (setting it is process-wide), then restored
+os.umask(_UMASK)
+
+
+def _target_mode(path: Path) -> int:
+    """The existing file's permissions, else what the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it is removed."""
@@ -18,6 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _target_mode(path))  # mkstemp makes 0600 files; keep the mode a plain open() would give
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

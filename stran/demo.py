@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -65,7 +66,11 @@ class Step:
 
 
 def ensure_samples(samples: Path) -> Path:
-    if not (samples / "manifest.json").exists():
+    """The sample studies, (re)generated when missing or made by another generator version."""
+    from stran.phantom import GENERATOR_VERSION
+
+    manifest = samples / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text()).get("generator_version") != GENERATOR_VERSION:
         subprocess.run([sys.executable, "-m", "sample_data", "--out", str(samples)], cwd=REPO, check=True)
     return samples
 
@@ -73,7 +78,7 @@ def ensure_samples(samples: Path) -> Path:
 def start_server(datastore: Path, model_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(datastore),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--conf", "mc_samples", "8"]
-    env = {**__import__("os").environ, "MONAI_LABEL_TRACKING_ENABLED": "false"}
+    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false"}
     return subprocess.Popen(cmd, cwd=REPO, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -118,6 +123,11 @@ def draw_picture(detection: Any, path: Path) -> Path:
     ax_img.imshow(cine[t, s], cmap="gray")
     overlay = np.ma.masked_less(attention[t, s], 0.15)
     im = ax_img.imshow(overlay, cmap="hot", alpha=0.45, vmin=0, vmax=1)
+    rows, cols = np.nonzero(attention[t, s] > 0)
+    if rows.size:  # zoom on the region the network saw (the heart crop), with a margin
+        margin = max(np.ptp(rows), np.ptp(cols)) // 2 + 4
+        ax_img.set_xlim(max(cols.min() - margin, 0) - 0.5, min(cols.max() + margin, cine.shape[3] - 1) + 0.5)
+        ax_img.set_ylim(min(rows.max() + margin, cine.shape[2] - 1) + 0.5, max(rows.min() - margin, 0) - 0.5)
     ax_img.set_title(f"slice {s}, phase {t}: attention overlay", fontsize=10)
     ax_img.axis("off")
     fig.colorbar(im, ax=ax_img, fraction=0.046, pad=0.02, label="attention")

@@ -1,4 +1,4 @@
-"""Cine loading benchmark: DICOM (each layout) and the datastore NIfTI.
+"""Cine loading benchmark: DICOM (each layout) and the datastore NIfTI, then the shared preprocessing.
 
     python training/bench_io.py [--slices 12 --phases 25 --size 256 --repeats 5]
 
@@ -77,6 +77,11 @@ def run_benchmark(
                     "times_s": times,
                 }
             )
+        from stran.transforms import preprocess_study
+
+        times = time_it(lambda: preprocess_study(study), repeats)
+        rows.append({"name": "preprocess (-> 1x10x20x64x64)", "files": 0, "median_s": statistics.median(times),
+                     "min_s": min(times), "times_s": times})
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)

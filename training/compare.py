@@ -2,6 +2,7 @@
 
     python training/compare.py                      # all networks (resumes: finished ones are kept)
     python training/compare.py --networks stran,cnn3d --epochs 12
+    python training/compare.py --train-studies 384 --epochs 3   # the budget of training/results/comparison.md
 
 Writes training/results/comparison.md (+ comparison.json and one report folder per network).
 Model weights stay in work/runs/compare/<network>/ (not committed).
@@ -12,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from experiment import CACHE, REPO, TEST_COHORT, TRAIN_COHORT, WORK, test_records, train_val_records
 
 from stran.atomic import atomic_write_text
+from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.evaluate import evaluate_checkpoint
-from stran.engine.trainer import Trainer, TrainConfig
+from stran.engine.trainer import TrainConfig, Trainer
 from stran.models import available_models, build_model
 
 RESULTS = REPO / "training" / "results"
@@ -33,6 +34,13 @@ GROUP = {"spatial": "ablation", "temporal": "ablation", "spatiotemporal": "ablat
 def budget(args: argparse.Namespace, network: str) -> TrainConfig:
     return TrainConfig(model=network, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        patience=args.patience)
+
+
+def training_subset(train: list[StudyRecord], n: int | None) -> list[StudyRecord]:
+    """A stratified subset of ``n`` training studies (label x scenario), the same for every network."""
+    if not n or n >= len(train):
+        return train
+    return split_records(train, [n / len(train), 1 - n / len(train)], seed=0)[0]
 
 
 def run_network(network: str, args: argparse.Namespace, train, val, test) -> dict:
@@ -60,7 +68,8 @@ def write_markdown(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         "# Comparison of the zoo on the synthetic phantom cohort",
         "",
-        f"Training: {TRAIN_COHORT.describe()}, split 80/20 into training/validation (split seed 0). "
+        f"Training: {TRAIN_COHORT.describe()}, split 80/20 into training/validation (split seed 0); "
+        f"{args.n_train} training studies used (stratified subset, seed 0), {args.n_val} for validation. "
         f"Test: {TEST_COHORT.describe()}, never seen in training or model selection. "
         f"Same budget for every network: {args.epochs} epochs max (early stopping patience {args.patience} on "
         f"validation loss), batch {args.batch_size}, Adam lr {args.lr} with cosine decay, augmentation on, seed {args.seed}. "
@@ -86,8 +95,8 @@ def write_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         by = r["report"]["by_scenario"]
         lines.append(f"| {r['network']} | " + " | ".join(fmt(by.get(s, {}).get("auc_vs_other_class")) for s in scen) + " |")
     lines += ["", "Per-network reports (ROC, reliability, by vendor/field): `training/results/compare/<network>/`.",
-              f"Reproduce: `python training/compare.py --epochs {args.epochs} --batch-size {args.batch_size} "
-              f"--lr {args.lr} --seed {args.seed}`"]
+              f"Reproduce: `python training/compare.py --train-studies {args.n_train} --epochs {args.epochs} "
+              f"--batch-size {args.batch_size} --lr {args.lr} --seed {args.seed}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -99,25 +108,31 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--train-studies", type=int, default=None,
+                        help="train on a stratified subset of this many studies (default: the whole training split)")
     args = parser.parse_args()
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     unknown = set(networks) - set(available_models())
     if unknown:
         parser.error(f"unknown networks {sorted(unknown)}")
     train, val = train_val_records()
+    train = training_subset(train, args.train_studies)
+    args.n_train, args.n_val = len(train), len(val)
     test = test_records()
     results_path = RESULTS / "comparison.json"
     done = json.loads(results_path.read_text()) if results_path.exists() else {}
+    def key(network: str) -> str:
+        return json.dumps({**budget(args, network).to_dict(), "n_train": args.n_train}, sort_keys=True, default=str)
+
     for network in networks:
-        key = json.dumps(budget(args, network).to_dict(), sort_keys=True, default=str)
-        if network in done and done[network].get("key") == key:
+        if network in done and done[network].get("key") == key(network):
             print(f"{network}: already done, kept")
             continue
         print(f"=== {network} ===", flush=True)
         row = run_network(network, args, train, val, test)
-        done[network] = {**row, "key": key}
+        done[network] = {**row, "key": key(network)}
         atomic_write_text(results_path, json.dumps(done, indent=1, default=str))
-    rows = [done[n] for n in ORDER if n in done]
+    rows = [done[n] for n in ORDER if n in done and done[n].get("key") == key(n)]  # this budget only
     atomic_write_text(RESULTS / "comparison.md", write_markdown(rows, args))
     print((RESULTS / "comparison.md").read_text())
 

@@ -36,7 +36,7 @@ class CohortSpec:
         return f"{self.n} synthetic phantom studies (generator {GENERATOR_VERSION}, cohort seed {self.seed})"
 
 
-TRAIN_COHORT = CohortSpec("train", 480, 1)
+TRAIN_COHORT = CohortSpec("train", 960, 1)
 TEST_COHORT = CohortSpec("test", 200, 2)
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0

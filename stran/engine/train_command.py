@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stran.engine.dataset import find_studies, split_records
-    from stran.engine.trainer import Trainer, TrainConfig
+    from stran.engine.trainer import TrainConfig, Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     records = find_studies(args.studies, labels=args.labels, require_labels=True)

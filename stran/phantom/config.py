@@ -23,7 +23,7 @@ from stran.phantom.scenarios import (
 )
 from stran.phantom.signal import PROFILE_NAMES, PROFILES, TISSUES
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 
 @dataclass

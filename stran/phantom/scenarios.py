@@ -3,7 +3,7 @@
 * A  chronic ischemic scar with wall-motion abnormality (WMA): contiguous
   segments of one coronary territory, subendocardial wavefront, transmurality
   25-100 % setting the motion f and thinning (transmural -> ED wall <= 5.5 mm),
-  scar signal x0.80-0.92 of remote myocardium, optional fatty metaplasia.
+  scar signal x0.65-0.85 of remote myocardium, optional fatty metaplasia.
 * B  non-ischemic scar without WMA: mid-wall septal stripe, epicardial lateral
   band or RV insertion points; no focal WMA (optionally mild local
   hypokinesis, or global DCM-like hypokinesis).
@@ -93,11 +93,11 @@ class ScenarioParams:
     territory_weights: tuple[float, float, float] = (0.45, 0.30, 0.25)  # LAD, RCA, LCX
     cross_territory_probability: float = 0.15
     a_transmurality: tuple[float, float] = (0.25, 1.0)
-    a_contrast: tuple[float, float] = (0.80, 0.92)
-    a_fat_probability: float = 0.40
+    a_contrast: tuple[float, float] = (0.65, 0.85)
+    a_fat_probability: float = 0.50
     a_thin_mm: tuple[float, float] = (3.5, 5.5)
-    b_contrast: tuple[float, float] = (0.75, 0.90)
-    b_band_mm: tuple[float, float] = (2.0, 4.0)
+    b_contrast: tuple[float, float] = (0.65, 0.82)
+    b_band_mm: tuple[float, float] = (3.0, 5.0)
     # septal mid-wall, epicardial lateral, RV insertion
     b_pattern_weights: tuple[float, float, float] = (0.40, 0.30, 0.30)
     b_hypokinesis_probability: float = 0.5

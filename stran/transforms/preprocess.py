@@ -34,7 +34,7 @@ class PreprocessConfig:
     n_slices: int = 10
     n_phases: int = 20
     size: int = 64
-    spacing_mm: float = 1.8
+    spacing_mm: float = 1.5
     low_percentile: float = 1.0
     high_percentile: float = 99.0
 
@@ -52,7 +52,7 @@ class PrepInfo:
     centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (S', 2) source (row, col) at the crop centre
     lv_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (S,) source slices with LV
     source_spacing: tuple[float, float] = (1.0, 1.0)  # (row, col) mm
-    spacing_mm: float = 1.8
+    spacing_mm: float = 1.5
     size: int = 64
     n_phases: int = 20
     intensity_range: tuple[float, float] = (0.0, 1.0)

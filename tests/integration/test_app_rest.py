@@ -6,6 +6,7 @@ learning, a short retraining, and the same flow through MONAI Label's own Python
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import time
@@ -89,7 +90,8 @@ def test_detection_returns_json_and_attention_on_the_input_grid(env):
     assert result["study"]["slices"] == n_slices and result["study"]["study_uid"]
     assert {"name", "version", "sha256", "trained_on"} <= set(result["model"])
     assert result["uncertainty"]["method"] == "mc_dropout" and result["uncertainty"]["samples"] == 4
-    attention = nib.Nifti1Image.from_bytes(parts["image"])
+    assert parts["image"][:2] == b"\x1f\x8b"  # .nii.gz
+    attention = nib.Nifti1Image.from_bytes(gzip.decompress(parts["image"]))
     assert attention.shape == study.shape
     np.testing.assert_allclose(attention.affine, study.affine, atol=1e-4)
     values = np.asarray(attention.dataobj)
@@ -210,9 +212,11 @@ def test_nonsense_training_options_get_422(env, params, words):
 
 
 def wait_for_training(url: str, timeout: float = 900) -> dict:
+    """Poll MONAI Label's latest training task until it ends; then the app's training statistics."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if requests.get(f"{url}/train/", params={"check_if_running": "true"}, timeout=30).status_code != 200:
+        task = requests.get(f"{url}/train/", timeout=30).json()
+        if task["status"] in ("DONE", "ERROR", "STOPPED"):
             return requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["scar"]
         time.sleep(2)
     raise TimeoutError("training did not finish")

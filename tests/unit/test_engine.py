@@ -17,7 +17,7 @@ import torch
 
 from stran.engine.dataset import find_studies, split_records
 from stran.engine.evaluate import HeldOutOverlapError, evaluate_checkpoint
-from stran.engine.trainer import STATE_FILE, Trainer, TrainConfig, TrainingStateMismatch
+from stran.engine.trainer import STATE_FILE, TrainConfig, Trainer, TrainingStateMismatch
 from stran.models import load_checkpoint
 from stran.phantom import generate_cohort
 from stran.transforms import PreprocessConfig

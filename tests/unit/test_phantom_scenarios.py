@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from stran.phantom import PhantomConfig, generate_study, sample_config
+from stran.phantom import PhantomConfig, ScenarioParams, generate_study, sample_config
 from stran.phantom.anatomy import ADJACENCY
 from stran.phantom.generator import pixel_heart_frame
 from stran.phantom.measure import segment_wall_from_masks
@@ -94,7 +94,8 @@ def test_a_scar_with_wma_and_thinning(scenario_a):
 def test_a_scar_is_darker_than_remote(scenario_a):
     cfg, st = scenario_a
     k = cfg.pathology.scar_contrast
-    assert 0.8 <= k <= 0.95
+    lo, hi = ScenarioParams().a_contrast
+    assert lo <= k <= hi
     d = _darkening(cfg, st)
     assert -(1.0 - k) * 1.05 < d < -0.3 * (1.0 - k)  # partial volume dilutes, never exceeds, the set contrast
 

@@ -31,7 +31,7 @@ def install_validated_training_route(app: STRANScarApp) -> None:
         params: dict[str, Any] | None = None,
         run_sync: bool = False,
         enqueue: bool = False,
-        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),  # noqa: B008 - FastAPI dependency
     ) -> Any:
         trainer = app._trainers.get(model)
         if trainer is None:

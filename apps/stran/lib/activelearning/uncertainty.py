@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
-from lib.scoring.uncertainty import INFO_KEY, SCORES, ScarUncertaintyScoring
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.strategy import Strategy
+
+from lib.scoring.uncertainty import INFO_KEY, SCORES, ScarUncertaintyScoring
 
 
 class MostUncertain(Strategy):

@@ -6,10 +6,10 @@ import os
 import threading
 from typing import Any
 
-from lib.infers import ScarInfer
-from lib.trainers import ScarTrainer
 from monailabel.interfaces.config import TaskConfig
 
+from lib.infers import ScarInfer
+from lib.trainers import ScarTrainer
 from stran.engine.detect import Detector
 
 PRETRAINED_FILE = "pretrained_scar.pt"  # the shipped ST-RAN demo model (training/train_demo_model.py)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from stran.atomic import atomic_write_text, atomic_write_with
 from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.labels import read_label_file
-from stran.engine.trainer import Trainer, TrainConfig
+from stran.engine.trainer import TrainConfig, Trainer
 from stran.models import available_models, load_checkpoint
 
 if TYPE_CHECKING:
@@ -70,6 +71,17 @@ def training_options(request: dict[str, Any], defaults: dict[str, Any]) -> dict[
     return opts
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 class ScarTrainer(TrainTask):
     def __init__(self, config: ScarConfig) -> None:
         super().__init__(f"Train {config.network_name} on the reviewer labels (.scar.json) of the datastore")
@@ -89,7 +101,7 @@ class ScarTrainer(TrainTask):
 
     def stats(self) -> dict[str, Any]:
         try:
-            return json.loads(self.stats_path.read_text())
+            return _finite(json.loads(self.stats_path.read_text()))
         except (OSError, ValueError):
             return {}
 
@@ -116,7 +128,9 @@ class ScarTrainer(TrainTask):
         return opts
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
-        atomic_write_text(self.stats_path, json.dumps(stats, indent=1, default=str))
+        """Write the statistics shown in ``/info`` (strict JSON: an undefined metric, e.g. an AUC on a
+        one-class validation set, is written as null, since NaN would break every JSON client)."""
+        atomic_write_text(self.stats_path, json.dumps(_finite(stats), indent=1, default=str))
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         opts = self.validate(request, datastore)
