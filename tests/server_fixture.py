@@ -110,6 +110,18 @@ def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = 
     raise TimeoutError(f"server did not answer /info within {timeout} s:\n{server.log()[-4000:]}")
 
 
+def wait_for_training(url: str, timeout: float = 900) -> dict:
+    """Poll MONAI Label's latest training task until it ends (``GET /train/`` status DONE, ERROR or STOPPED; the
+    task is SUBMITTED before its process starts, so ``check_if_running`` alone races); then the app's statistics."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = requests.get(f"{url}/train/", timeout=30).json()
+        if task["status"] in ("DONE", "ERROR", "STOPPED"):
+            return requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["scar"]
+        time.sleep(1)
+    raise TimeoutError(f"training did not finish within {timeout:.0f} s")
+
+
 def truth_label(cohort: Path, image_id: str) -> dict:
     """The generator's ground-truth label for a study (what a reviewer with LGE would submit)."""
     return json.loads((cohort / "labels" / f"{image_id}.scar.json").read_text())

@@ -87,9 +87,7 @@ def main() -> None:
                              data={"params": "{}"}, timeout=60).raise_for_status()
             t0 = time.perf_counter()
             requests.post(f"{url}/train/scar", json={"epochs": 2, "batch_size": 2}, timeout=60).raise_for_status()
-            while requests.get(f"{url}/train/", params={"check_if_running": "true"}, timeout=30).status_code == 200:
-                time.sleep(1)
-            stats = requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["scar"]
+            stats = sf.wait_for_training(url)
             train_s = time.perf_counter() - t0
         finally:
             server.stop()

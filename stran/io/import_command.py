@@ -16,11 +16,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace studies that are already in the datastore")
 
 
+def _first_study_uid(folder: Path) -> str | None:
+    """The StudyInstanceUID of the first readable DICOM file under ``folder`` (headers only)."""
+    import pydicom
+
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get("StudyInstanceUID")
+        except Exception:  # not DICOM, or unreadable: the loader reports it if it matters
+            continue
+        if uid:
+            return str(uid)
+    return None
+
+
 def _study_folders(source: Path) -> list[Path]:
-    """``source`` itself when it holds files, else its sub-folders (one study each)."""
+    """The study folders in ``source``: ``source`` itself when it holds files or when its sub-folders are the
+    series of one study (one StudyInstanceUID, e.g. a Siemens export with one series per slice), else each
+    sub-folder."""
     if any(p.is_file() for p in source.iterdir()):
         return [source]
-    return sorted(p for p in source.iterdir() if p.is_dir())
+    subs = sorted(p for p in source.iterdir() if p.is_dir())
+    if len(subs) > 1 and len({_first_study_uid(s) for s in subs} - {None}) == 1:
+        return [source]
+    return subs
 
 
 def safe_id(name: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-import time
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from pathlib import Path
@@ -211,23 +210,12 @@ def test_nonsense_training_options_get_422(env, params, words):
     assert requests.get(f"{env['url']}/train/", params={"check_if_running": "true"}, timeout=30).status_code == 404
 
 
-def wait_for_training(url: str, timeout: float = 900) -> dict:
-    """Poll MONAI Label's latest training task until it ends; then the app's training statistics."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = requests.get(f"{url}/train/", timeout=30).json()
-        if task["status"] in ("DONE", "ERROR", "STOPPED"):
-            return requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["scar"]
-        time.sleep(2)
-    raise TimeoutError("training did not finish")
-
-
 def test_short_training_publishes_a_new_model_that_the_next_inference_uses(env):
     url = env["url"]
     old_sha = requests.get(f"{url}/info/", timeout=30).json()["models"]["scar"]["model"]["sha256"]
     resp = requests.post(f"{url}/train/scar", json={"epochs": 1, "batch_size": 2}, timeout=60)
     assert resp.status_code == 200, resp.text
-    stats = wait_for_training(url)
+    stats = sf.wait_for_training(url)
     assert stats["status"] == "DONE", stats
     assert stats["model_sha256"] != old_sha
     image_id = ids(env["cohort"])[0]
