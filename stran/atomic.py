@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 _UMASK = os.umask(0)  # read once (setting it is process-wide), then restored
 os.umask(_UMASK)
 

@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         with step(f"Start the MONAI Label server on http://127.0.0.1:{port} (log: {log_path})"):
             status = wait_until_up(session, proc, log_path)
             print(f"    {status.summary()}")
+            print("    model card: apps/stran/model/MODEL_CARD.md (trained on synthetic phantoms only; read its held-out "
+                  "test metrics before trusting a verdict)")
 
         study_id = ids[0]
         truth = json.loads((truth_dir / f"{study_id}.scar.json").read_text())
