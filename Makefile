@@ -63,7 +63,7 @@ bench: $(VENV)/.stamp
 demo-model: $(VENV)/.stamp
 	$(PY) training/train_demo_model.py
 
-# The budget of training/results/comparison.md (~35 min on 2 cores); drop the flags for the full budget (hours).
+# The budget of training/results/comparison.md (35-50 min on 2 cores); drop the flags for the full budget (hours).
 compare: $(VENV)/.stamp
 	$(PY) training/compare.py --train-studies 192 --epochs 2 --batch-size 4
 

@@ -75,7 +75,9 @@ def write_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         f"validation loss), batch {args.batch_size}, Adam lr {args.lr} with cosine decay, augmentation on, seed {args.seed}. "
         "Threshold chosen on validation data (Youden). Bracketed: bootstrap 95 % confidence intervals (2000 replicates).",
         "",
-        "Synthetic phantoms only: these numbers compare architectures on our generator; they are not clinical performance.",
+        "Synthetic phantoms only: these numbers compare architectures on our generator; they are not clinical performance. "
+        "Train time is wall-clock on the shared 2-core machine and includes time taken by other jobs (and, for the first "
+        "network, a pause); per-study training costs measured without load are in docs/models.md.",
         "",
         "| network | group | params | AUC | accuracy | sensitivity | specificity | F1 | slice AUC | train time |",
         "|---|---|---|---|---|---|---|---|---|---|",
