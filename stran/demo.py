@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -23,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-APP_DIR = REPO / "apps" / "stran"
+from stran.serve import REPO, SAMPLES, ensure_samples, fill_datastore, server_command
+
 MODULE_DIR = REPO / "slicer_extension" / "CineScar"
-SAMPLES = REPO / "sample_data" / "studies"
 
 HELP = "Run the end-to-end demo: server, detection, correction, next study, retraining, export, picture."
 
@@ -65,20 +63,8 @@ class Step:
             print(f"    ({time.perf_counter() - self.t0:.1f} s)", flush=True)
 
 
-def ensure_samples(samples: Path) -> Path:
-    """The sample studies, (re)generated when missing or made by another generator version."""
-    from stran.phantom import GENERATOR_VERSION
-
-    manifest = samples / "manifest.json"
-    if not manifest.exists() or json.loads(manifest.read_text()).get("generator_version") != GENERATOR_VERSION:
-        subprocess.run([sys.executable, "-m", "sample_data", "--out", str(samples)], cwd=REPO, check=True)
-    return samples
-
-
 def start_server(datastore: Path, model_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(datastore),
-           "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--conf", "mc_samples", "8"]
-    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false"}
+    cmd, env = server_command(datastore, "127.0.0.1", port, {"model_dir": str(model_dir), "mc_samples": "8"})
     return subprocess.Popen(cmd, cwd=REPO, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -161,10 +147,7 @@ def run(args: argparse.Namespace) -> int:
     truth_dir = Path(args.samples) / "labels"
 
     with step("Sample studies (synthetic phantoms)"):
-        samples = ensure_samples(Path(args.samples))
-        for f in sorted((samples / "images").iterdir()):
-            shutil.copy2(f, datastore / f.name)
-        ids = sorted(p.name[: -len(".nii.gz")] for p in datastore.glob("*.nii.gz"))
+        ids = fill_datastore(ensure_samples(Path(args.samples)), datastore)
         print(f"    {len(ids)} studies copied into a fresh datastore {datastore}")
 
     port = args.port or _free_port()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+APP_DIR = REPO / "apps" / "stran"
+SAMPLES = REPO / "sample_data" / "studies"
 
 HELP = "Start the MONAI Label server (apps/stran) on 127.0.0.1 for the Slicer module."
 
@@ -22,20 +26,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="app option, e.g. --conf models stran,cnn3d (see apps/stran/main.py)")
 
 
+def ensure_samples(samples: Path = SAMPLES) -> Path:
+    """The sample studies, (re)generated when missing or made by another generator version."""
+    from stran.phantom import GENERATOR_VERSION
+
+    manifest = samples / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text()).get("generator_version") != GENERATOR_VERSION:
+        subprocess.run([sys.executable, "-m", "sample_data", "--out", str(samples)], cwd=REPO, check=True)
+    return samples
+
+
+def fill_datastore(samples: Path, datastore: Path) -> list[str]:
+    """Copy the sample studies (images and sidecars, no labels) into ``datastore``; returns the image ids."""
+    datastore.mkdir(parents=True, exist_ok=True)
+    for f in sorted((samples / "images").iterdir()):
+        shutil.copy2(f, datastore / f.name)
+    return sorted(p.name[: -len(".nii.gz")] for p in datastore.glob("*.nii.gz"))
+
+
+def server_command(studies: Path, host: str, port: int, conf: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The MONAI Label command line serving apps/stran over ``studies``, and its environment (no usage tracking)."""
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
+           "--host", host, "--port", str(port)]
+    for key, value in conf.items():
+        cmd += ["--conf", key, value]
+    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": os.environ.get("MONAI_LABEL_TRACKING_ENABLED", "false")}
+    return cmd, env
+
+
 def run(args: argparse.Namespace) -> int:
     studies = Path(args.studies)
     if not studies.exists():
-        from stran.demo import SAMPLES, ensure_samples
-
-        samples = ensure_samples(SAMPLES)
-        studies.mkdir(parents=True)
-        for f in sorted((samples / "images").iterdir()):
-            (studies / f.name).write_bytes(f.read_bytes())
-        print(f"new datastore {studies} with the {len(list(studies.glob('*.nii.gz')))} sample studies")
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "stran"),
-           "--studies", str(studies), "--host", args.host, "--port", str(args.port)]
-    for key, value in args.conf:
-        cmd += ["--conf", key, value]
+        ids = fill_datastore(ensure_samples(), studies)
+        print(f"new datastore {studies} with the {len(ids)} sample studies")
+    cmd, env = server_command(studies, args.host, args.port, dict(args.conf))
     print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
-    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": os.environ.get("MONAI_LABEL_TRACKING_ENABLED", "false")}
     return subprocess.call(cmd, cwd=REPO, env=env)

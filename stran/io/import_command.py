@@ -20,9 +20,9 @@ def _first_study_uid(folder: Path) -> str | None:
     """The StudyInstanceUID of the first readable DICOM file under ``folder`` (headers only)."""
     import pydicom
 
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
+    from stran.io.dicom_scan import iter_files
+
+    for path in iter_files(folder):
         try:
             uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get("StudyInstanceUID")
         except Exception:  # not DICOM, or unreadable: the loader reports it if it matters

@@ -157,28 +157,6 @@ def cinescar_module(monkeypatch):
     sys.modules.pop("CineScar", None)
 
 
-@pytest.fixture
-def scene():
-    import slicer
-
-    s = slicer.vtkMRMLScene()
-    logics = [slicer.vtkSlicerSequencesLogic(), slicer.vtkSlicerColorLogic()]
-    for logic in logics:
-        logic.SetMRMLScene(s)
-    for view in ("Red", "Yellow", "Green"):
-        node = s.AddNewNodeByClass("vtkMRMLSliceNode", view)
-        node.SetLayoutName(view)
-        node.SetDimensions(256, 256, 1)
-        node.SetFieldOfView(250, 250, 1)
-        s.AddNewNodeByClass("vtkMRMLSliceCompositeNode", f"{view} composite").SetLayoutName(view)
-    previous = getattr(slicer, "mrmlScene", None)
-    slicer.mrmlScene = s
-    yield s
-    slicer.mrmlScene = previous
-    s.Clear(1)
-    del logics
-
-
 def synthetic_detection():
     from CineScarLib.nifti import Volume4D
     from CineScarLib.session import Detection

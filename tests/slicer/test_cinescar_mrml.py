@@ -44,27 +44,6 @@ def matrix_of(node) -> np.ndarray:
 
 
 @pytest.fixture
-def scene():
-    s = slicer.vtkMRMLScene()
-    logics = [slicer.vtkSlicerSequencesLogic(), slicer.vtkSlicerColorLogic()]  # register node classes, default colours
-    for logic in logics:
-        logic.SetMRMLScene(s)
-    for view in ("Red", "Yellow", "Green"):
-        node = s.AddNewNodeByClass("vtkMRMLSliceNode", view)
-        node.SetLayoutName(view)
-        node.SetDimensions(256, 256, 1)
-        node.SetFieldOfView(250, 250, 1)
-        composite = s.AddNewNodeByClass("vtkMRMLSliceCompositeNode", f"{view} composite")
-        composite.SetLayoutName(view)
-    previous = getattr(slicer, "mrmlScene", None)
-    slicer.mrmlScene = s
-    yield s
-    slicer.mrmlScene = previous
-    s.Clear(1)
-    del logics
-
-
-@pytest.fixture
 def cine() -> Volume4D:
     rng = np.random.default_rng(3)
     return Volume4D(rng.integers(0, 1500, size=(6, 4, 20, 24)).astype(np.int16), oblique_affine(), 42.5)
