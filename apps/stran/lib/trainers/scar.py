@@ -115,8 +115,9 @@ class ScarTrainer(TrainTask):
             records.append(StudyRecord(image_id, Path(datastore.get_image_uri(image_id)), label))
         return records
 
-    def validate(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        """Options and data checks done before a training process is started (raises ValueError)."""
+    def validate(self, request: dict[str, Any], datastore: Datastore) -> tuple[dict[str, Any], list[StudyRecord]]:
+        """Options and data checks done before a training process is started (raises ValueError);
+        returns the options and the reviewed studies."""
         opts = training_options(request, self.config())
         records = self.labelled_records(datastore)
         classes = {r.label.study_label for r in records}
@@ -125,7 +126,7 @@ class ScarTrainer(TrainTask):
                 f"training needs at least {MIN_LABELLED} reviewed studies including both scar and no-scar; "
                 f"the datastore has {len(records)} ({sorted(classes)})"
             )
-        return opts
+        return opts, records
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
         """Write the statistics shown in ``/info`` (strict JSON: an undefined metric, e.g. an AUC on a
@@ -133,8 +134,7 @@ class ScarTrainer(TrainTask):
         atomic_write_text(self.stats_path, json.dumps(_finite(stats), indent=1, default=str))
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        opts = self.validate(request, datastore)
-        records = self.labelled_records(datastore)
+        opts, records = self.validate(request, datastore)
         train, val = split_records(records, [1 - opts["val_split"], opts["val_split"]], seed=opts["seed"])
         if not val:
             train, val = train[1:], train[:1]
