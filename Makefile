@@ -7,7 +7,6 @@ VENV := .venv
 SVENV := .venv-slicer
 PY := $(VENV)/bin/python
 SPY := $(SVENV)/bin/python
-PIP_FLAGS := --disable-pip-version-check -q
 
 .PHONY: setup demo serve test test-server test-slicer test-quick lint bench demo-model compare sample-data clean-venvs
 
@@ -16,16 +15,15 @@ setup: $(VENV)/.stamp $(SVENV)/.stamp
 # Server / training stack. Installed with --no-deps from a full lock: monailabel 0.8.5
 # declares sam2 (a CUDA-oriented sdist) and monai[torchvision], neither of which the app
 # needs and both of which break a CPU-only torch 2.13.0 (see docs/installation.md).
-$(VENV)/.stamp: requirements/server.lock pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements/server.lock
-	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+# stran/setup_env.py (stdlib only) refuses a lock line that is not a registry pin and turns
+# a pip failure into one line; pip's own output goes to <venv>/setup.log.
+$(VENV)/.stamp: requirements/server.lock pyproject.toml stran/setup_env.py
+	@$(PYTHON) stran/setup_env.py $(VENV) requirements/server.lock --editable .
 	@touch $@
 
 # Slicer test stack: slicer-core (Slicer's MRML classes) needs numpy 2.
-$(SVENV)/.stamp: requirements/slicer.lock
-	@test -x $(SPY) || $(PYTHON) -m venv $(SVENV)
-	$(SPY) -m pip install $(PIP_FLAGS) --no-deps -r requirements/slicer.lock
+$(SVENV)/.stamp: requirements/slicer.lock stran/setup_env.py
+	@$(PYTHON) stran/setup_env.py $(SVENV) requirements/slicer.lock
 	@touch $@
 
 demo: $(VENV)/.stamp

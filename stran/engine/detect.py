@@ -134,6 +134,7 @@ class Detector:
                 "pixel_spacing_mm": s["pixel_spacing_mm"],
                 "network_input": list(image.shape[1:]),
                 "lv_slices": [int(k) for k in np.nonzero(prep.lv_slices)[0]],
+                "left_out": s["left_out"],
             },
             "timings": {
                 "preprocess_ms": round((t1 - t0) * 1e3, 1),

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from stran.engine.dataset import NIFTI_SUFFIXES
     from stran.engine.detect import Detector
     from stran.io import CineLoadError, load_study, write_nifti
+    from stran.io.import_command import print_left_out
 
     detector = Detector(args.model, mc_samples=args.mc_samples)
     out = Path(args.out)
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         slices = " ".join("  - " if p is None else f"{p:.2f}" for p in r["slice_probabilities"])
         print(f"{image_id}: {r['prediction_label']} (p={r['study_probability']:.3f}, threshold {r['threshold']:.2f}); "
               f"slices: {slices}")
+        print_left_out(study.left_out)
     if db is not None:
         db.close()
     return 1 if failures else 0

@@ -3,8 +3,9 @@
 Our own grouping, because generic readers collapse cine (reference notes
 section 2.4). Steps:
 
-1. drop exact duplicates (same SOPInstanceUID and frame) and localizers
-   (ImageType LOCALIZER);
+1. set aside unreadable files (``dicom_damaged``: left out when the stack is
+   complete without them, else ``MissingPhaseError``); drop exact duplicates
+   (same SOPInstanceUID and frame) and localizers (ImageType LOCALIZER);
 2. cluster images by plane orientation (normals within ``ORIENTATION_TOLERANCE_DEG``)
    and keep the cluster with the most multi-phase slice positions: the SAX
    stack; the rest (long-axis views, localizers) is left out with the angle;
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stran.io.dicom_damaged import check_complete, split_damaged
 from stran.io.dicom_scan import Frame, ScanResult
 from stran.io.dicom_stack import (
     ORIENTATION_TOLERANCE_DEG,
@@ -48,7 +50,6 @@ from stran.io.errors import (
     NoCineSeriesError,
     SinglePhaseError,
     SingleSliceError,
-    TruncatedFileError,
 )
 from stran.io.study import LeftOutFile
 
@@ -207,7 +208,8 @@ def plan_stack(scan: ScanResult, source: str) -> StackPlan:
     notes: list[str] = []
     seen: dict[tuple, Frame] = {}
     candidates: list[Frame] = []
-    for f in scan.frames:
+    readable, damaged = split_damaged(scan)
+    for f in readable:
         # An identical copy: same SOPInstanceUID, frame, position and trigger time.
         key = (f.sop_uid or f.path, f.frame, tuple(np.round(f.ipp, 2)), f.trigger_time)
         if key in seen:
@@ -221,11 +223,11 @@ def plan_stack(scan: ScanResult, source: str) -> StackPlan:
     if not candidates:
         reasons = Counter(e.reason.split(" (")[0] for e in out.result())
         summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common(6)) or "no files at all"
-        broken = f"; {len(scan.broken)} unreadable DICOM file(s)" if scan.broken else ""
+        broken = f"; {len(damaged)} unreadable DICOM file(s)" if damaged else ""
         raise NoCineSeriesError(
             f"No cine MR images found in {source}: {scan.n_files} file(s) scanned ({summary}{broken}). "
             "Point to the folder or file that holds the short-axis cine series.",
-            [e.path for e in out.result()][:20] + [b.path for b in scan.broken][:20],
+            [e.path for e in out.result()][:20] + [d.path for d in damaged][:20],
         )
 
     clusters = _orientation_clusters(candidates)
@@ -255,20 +257,6 @@ def plan_stack(scan: ScanResult, source: str) -> StackPlan:
     for pos, frames in _positions(stack, normal):
         kept = _pick_acquisition(pos, frames, out, notes)
         slices.append(SlicePlan(pos, kept, np.empty(0), 0.0, kept[0].series_uid))
-
-    kept_frames = [f for s in slices for f in s.frames]
-    kept_series = {f.series_uid for f in kept_frames}
-    broken_here = [b for b in scan.broken if b.series_uid is None or b.series_uid in kept_series]
-    if broken_here:
-        raise TruncatedFileError(
-            f"{len(broken_here)} DICOM file(s) that may belong to the cine stack cannot be read to the end "
-            f"({broken_here[0].detail}): they are truncated or corrupt. Copy or export them again, or remove them; "
-            "nothing was loaded.",
-            [b.path for b in broken_here],
-        )
-    for b in scan.broken:
-        if b not in broken_here:
-            out.entries.append(LeftOutFile(b.path, f"unreadable DICOM file of another series ({b.detail})"))
 
     counts = [phase_key_count(s.frames) for s in slices]
     if max(counts) <= 1:
@@ -311,6 +299,9 @@ def plan_stack(scan: ScanResult, source: str) -> StackPlan:
                 f"Slice at {s.position:+.1f} mm has {len(s.frames)} images but CardiacNumberOfImages is "
                 f"{expected[0][0]}: images may be missing."
             )
+    out.entries += check_complete(
+        slices, damaged, normal, tolerance_mm=POSITION_TOLERANCE_MM, max_angle_deg=ORIENTATION_TOLERANCE_DEG
+    )
 
     n_phases = common_phase_grid(slices, notes)
     affine = stack_affine(slices, rep_iop, pixel_spacing, notes)

@@ -15,7 +15,7 @@ import numpy as np
 
 from stran.io.dicom_group import StackPlan, plan_stack
 from stran.io.dicom_scan import Frame, PixelRef, scan_dicom
-from stran.io.errors import TruncatedFileError, UnreadablePixelDataError
+from stran.io.errors import MissingPhaseError, TruncatedFileError, UnreadablePixelDataError
 from stran.io.limits import check_size
 from stran.io.study import Acquisition, CineStudy
 
@@ -112,6 +112,25 @@ def _mode(values: list) -> object:
     return Counter(values).most_common(1)[0][0] if values else None
 
 
+def _read_slice(plan: StackPlan, i: int) -> np.ndarray:
+    """The images of slice ``i``; a single-frame file that fails to read here (e.g. compressed pixel data without a
+    decoder, or a file cut short since it was scanned) is a missing phase of that slice."""
+    frames = plan.slices[i].frames
+    try:
+        return read_frames(frames)
+    except (TruncatedFileError, UnreadablePixelDataError) as exc:
+        bad = [j for j, f in enumerate(frames) if f.path in exc.files and not f.multiframe]
+        if not bad:
+            raise
+        s, j = plan.slices[i], bad[0]
+        raise MissingPhaseError(
+            f"The cine stack is incomplete: slice {i + 1} of {len(plan.slices)} (position {s.position:+.1f} mm) lacks "
+            f"phase {j + 1} of {len(frames)}; its file cannot be read: {exc}",
+            exc.files,
+            [(i, j, frames[j].path)],
+        ) from exc
+
+
 def assemble(plan: StackPlan, source: str) -> CineStudy:
     """Read the planned frames and build the study."""
     n_s, n_t, rows, cols = plan.shape
@@ -120,7 +139,7 @@ def assemble(plan: StackPlan, source: str) -> CineStudy:
     sop = np.full((n_s, n_t), "", dtype=object)
     notes = list(plan.notes)
     for i, s in enumerate(plan.slices):
-        images = read_frames(s.frames)
+        images = _read_slice(plan, i)
         if s.resample:
             pixels[i] = resample_circular(images, s.trigger_times / s.rr, s.target_times / s.rr)
             trigger[i] = s.target_times

@@ -40,6 +40,7 @@ PIXEL_DATA = Tag(0x7FE00010)
 NATIVE_SYNTAXES = {str(ImplicitVRLittleEndian), str(ExplicitVRLittleEndian), str(ExplicitVRBigEndian)}
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 MULTIFRAME_MR_CLASSES = {"1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4"}  # Enhanced, Legacy Converted
+MR_IMAGE_CLASSES = {"1.2.840.10008.5.1.4.1.1.4", *MULTIFRAME_MR_CLASSES}
 
 
 @dataclass
@@ -355,6 +356,8 @@ def scan_file(path: Path, result: ScanResult) -> None:
         return
     rows = get_int(ds, "Rows")
     if not rows and PIXEL_DATA not in ds._dict:
+        if not truncated and sop_class in MR_IMAGE_CLASSES:
+            truncated = f"an MR image ({size} bytes) without image attributes or pixel data: probably cut short"
         if truncated:
             result.broken.append(BrokenFile(p, truncated, get_str(ds, "SeriesInstanceUID") or None))
         else:

@@ -56,3 +56,16 @@ class AmbiguousStackError(CineLoadError):
 
 class StudyNotFoundError(CineLoadError, FileNotFoundError):
     """The path given does not exist."""
+
+
+class MissingPhaseError(CineLoadError):
+    """A slice of the cine stack lacks one or more phases because the files that hold them cannot be read.
+
+    ``missing`` lists ``(slice_index, phase_index, file)`` (0-based, in the study's slice and phase order; ``file``
+    is the unreadable file when it is known to be that image, else one of the unreadable files of that series).
+    """
+
+    def __init__(self, message: str, files: list[str] | None = None,
+                 missing: list[tuple[int, int, str]] | None = None) -> None:
+        super().__init__(message, files)
+        self.missing = list(missing or [])

@@ -44,6 +44,14 @@ def _study_folders(source: Path) -> list[Path]:
     return subs
 
 
+def print_left_out(left_out: list, limit: int = 10) -> None:
+    """One indented line per file the loader left out, with the reason (``stran import`` and ``stran detect``)."""
+    for entry in left_out[:limit]:
+        print(f"    left out {entry.path}: {entry.reason}")
+    if len(left_out) > limit:
+        print(f"    ... and {len(left_out) - limit} more files left out (stran inspect lists them all)")
+
+
 def safe_id(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "study"
 
@@ -73,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             imported.append(image_id)
             print(f"imported {image_id}: {study.n_slices} slices x {study.n_phases} phases, "
                   f"{len(study.left_out)} files left out")
+            print_left_out(study.left_out)
     for folder, reason in skipped:
         print(f"skipped {folder}: {reason}", file=sys.stderr)
     print(f"{len(imported)} studies imported into {datastore}, {len(skipped)} skipped")

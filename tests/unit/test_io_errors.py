@@ -15,6 +15,7 @@ from stran.io import (
     AmbiguousStackError,
     CineLoadError,
     InconsistentGeometryError,
+    MissingPhaseError,
     MixedFrameOfReferenceError,
     NoCineSeriesError,
     SinglePhaseError,
@@ -99,12 +100,26 @@ def test_inconsistent_matrix_or_spacing(tmp_path, make_study, change, words):
     _load_fails(tmp_path, InconsistentGeometryError, *words, "series 12", files=bad[:1])
 
 
+def _cell(study_files, path):
+    """(slice, phase) of a file written by ``write_dicom(..., "series-per-slice")`` (files slice-major)."""
+    i = study_files.index(path)
+    return i // 4, i % 4
+
+
+def _missing_phase(tmp_path, files, bad, *words):
+    err = _load_fails(tmp_path, MissingPhaseError, "incomplete", "cannot be read", *words, files=[bad])
+    s, t = _cell(files, bad)
+    assert f"slice {s + 1} of 3" in str(err) and f"lacks phase {t + 1} of 4" in str(err)
+    assert err.missing == [(s, t, str(bad))]
+    return err
+
+
 def test_missing_pixel_data(tmp_path, make_study):
     files = write_dicom(make_study(n_slices=3, n_phases=4), tmp_path, "series-per-slice")
     ds = pydicom.dcmread(files[5])
     del ds.PixelData
     ds.save_as(files[5])
-    _load_fails(tmp_path, UnreadablePixelDataError, "cannot be read", "no PixelData", files=[files[5]])
+    _missing_phase(tmp_path, files, files[5], "no PixelData")
 
 
 def test_short_pixel_data(tmp_path, make_study):
@@ -112,7 +127,7 @@ def test_short_pixel_data(tmp_path, make_study):
     ds = pydicom.dcmread(files[2])
     ds.PixelData = ds.PixelData[:1000]
     ds.save_as(files[2])
-    _load_fails(tmp_path, UnreadablePixelDataError, "PixelData holds 1000 bytes", files=[files[2]])
+    _missing_phase(tmp_path, files, files[2], "PixelData holds 1000 bytes")
 
 
 def test_undecodable_pixel_data(tmp_path, make_study):
@@ -122,15 +137,16 @@ def test_undecodable_pixel_data(tmp_path, make_study):
     ds.PixelData = encapsulate([b"\xff\xd8not really a jpeg\xff\xd9"])
     ds["PixelData"].VR = "OB"
     ds.save_as(files[3])
-    _load_fails(tmp_path, UnreadablePixelDataError, "cannot be decoded", "JPEG", files=[files[3]])
+    err = _missing_phase(tmp_path, files, files[3], "cannot be decoded", "JPEG")
+    assert isinstance(err.__cause__, UnreadablePixelDataError)
 
 
 @pytest.mark.parametrize("cut", ["pixels", "header", "meta"])
-def test_truncated_file(tmp_path, make_study, cut):
+def test_truncated_cine_frame(tmp_path, make_study, cut):
     files = write_dicom(make_study(n_slices=3, n_phases=4), tmp_path, "series-per-slice")
     raw = files[4].read_bytes()
     files[4].write_bytes({"pixels": raw[: len(raw) - 700], "header": raw[:900], "meta": raw[:200]}[cut])
-    _load_fails(tmp_path, TruncatedFileError, "truncated", "again", files=[files[4]])
+    _missing_phase(tmp_path, files, files[4], "again")
 
 
 def test_truncated_enhanced_file(tmp_path, make_study):
