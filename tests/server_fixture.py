@@ -80,8 +80,11 @@ class RunningServer:
                 self.process.wait(timeout=10)
 
 
-def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = None, timeout: float = 180) -> RunningServer:
-    """Start ``python -m monailabel.main start_server`` on a free port and wait until ``/info`` answers."""
+def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = None, timeout: float = 180,
+                 env: dict[str, str] | None = None) -> RunningServer:
+    """Start ``python -m monailabel.main start_server`` on a free port and wait until ``/info`` answers.
+
+    ``env``: extra environment variables for the server process (e.g. TMPDIR, STRAN_MAX_UPLOAD_BYTES)."""
     conf = dict(conf or {})
     app_dir = workdir / "app"
     if not app_dir.exists():
@@ -92,9 +95,9 @@ def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = 
            "--host", "127.0.0.1", "--port", str(port)]
     for k, v in conf.items():
         cmd += ["--conf", k, v]
-    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+    environment = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
     log = log_path.open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environment)
     server = RunningServer(f"http://127.0.0.1:{port}", proc, app_dir, studies, log_path, conf)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,6 +29,7 @@ from fastapi import HTTPException
 from lib.activelearning import MostUncertain
 from lib.configs import ScarConfig
 from lib.datastore import ScarDatastore
+from lib.dicom_import import install_dicom_import_route
 from lib.routes import install_validated_training_route
 from lib.scoring import ScarUncertaintyScoring
 from monailabel.interfaces.app import MONAILabelApp
@@ -104,6 +105,7 @@ class STRANScarApp(MONAILabelApp):
         super().on_init_complete()
         if self._server_mode:
             install_validated_training_route(self)
+            install_dicom_import_route(self)  # PUT /datastore/dicom
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Refuse an unknown model or image with a 4xx answer before running anything."""

@@ -122,6 +122,7 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkConnectionButton.connect("clicked(bool)", self.onCheckConnection)
         self.ui.serverUrlLineEdit.connect("returnPressed()", self.onCheckConnection)
         self.ui.refreshStudiesButton.connect("clicked(bool)", self.onCheckConnection)
+        self.ui.openDicomFolderButton.connect("clicked(bool)", self.onOpenDicomFolder)
         self.ui.datastoreRadioButton.connect("toggled(bool)", self.onSourceChanged)
         self.ui.sequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSourceChanged)
         self.ui.sceneRadioButton.connect("toggled(bool)", self.onSourceChanged)
@@ -259,7 +260,7 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = busy
         self.ui.submitButton.enabled = shown and not busy
         self.ui.copyPredictionButton.enabled = shown
-        self.ui.nextStudyButton.enabled = connected and not busy
+        self.ui.nextStudyButton.enabled = self.ui.openDicomFolderButton.enabled = connected and not busy
         self.ui.showChartButton.enabled = shown
         self.ui.exportButton.enabled = shown
         self.ui.retrainButton.enabled = connected and not self.training()
@@ -284,7 +285,7 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         self.updateButtons()
 
-    def onConnected(self, answer):
+    def onConnected(self, answer, select=None):
         status, studies = answer
         open_ = sum(1 for s in studies if not s.labeled)
         self.ui.connectionStatusLabel.text = f"{status.summary()}; {len(studies)} studies ({open_} not reviewed)"
@@ -292,7 +293,7 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressLabel.text = ""
         self.ui.progressBar.setVisible(False)
         self.logic.ensureDatabase(ask=False)  # no question here: only if SQLAlchemy is already there
-        current = self.ui.studyComboBox.currentData
+        current = select or self.ui.studyComboBox.currentData
         self.ui.studyComboBox.clear()
         for entry in studies:
             self.ui.studyComboBox.addItem(entry.describe(), entry.image_id)
@@ -300,6 +301,18 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.studyComboBox.currentIndex = max(index, 0)
         self.updateQueueLabel()
         self.updateButtons()
+
+    def onOpenDicomFolder(self, _checked=False):
+        with slicer.util.tryWithErrorDisplay(_("Cannot import the DICOM folder."), waitCursor=True):
+            folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("DICOM study folder to import"))
+            if folder:
+                self.startJob(self.logic.importDicomFolder, folder, onDone=self.onDicomFolderImported)
+
+    def onDicomFolderImported(self, answer):
+        imported, status, studies = answer
+        self.onConnected((status, studies), select=imported.image_id)  # the refreshed list, the new study selected
+        self.ui.datastoreRadioButton.checked = True
+        self.ui.progressLabel.text = imported.message()
 
     def onSourceChanged(self, _checked=False):
         self.updateButtons()
@@ -598,6 +611,11 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
             progress(None, f"asking {session.client.url} what it offers")
         status = session.connect()
         return status, session.list_studies()
+
+    def importDicomFolder(self, folder, progress=None, cancel=None):
+        """(worker) Send a DICOM folder to the datastore; returns (DicomImport, ServerStatus, [StudyEntry])."""
+        imported = self.requireSession().import_dicom_folder(folder, progress=progress, cancel=cancel)
+        return (imported, *self.connect())
 
     def detect(self, imageId=None, volume=None, mcSamples=None, progress=None, cancel=None):
         """(worker) Detection on a datastore study or on a cine from the scene (a Volume4D)."""

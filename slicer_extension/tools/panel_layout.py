@@ -61,6 +61,9 @@ SECTIONS = (
         Row("", (W("QRadioButton", "datastoreRadioButton", "Study on the server", props={"checked": True}),)),
         Row("Study:", (W("QComboBox", "studyComboBox", tip="Studies in the server's datastore; not yet reviewed first"),
                        W("QPushButton", "refreshStudiesButton", "Refresh"))),
+        Row("", (W("QPushButton", "openDicomFolderButton", "Open DICOM folder...", props={"enabled": False},
+                   tip="Send a DICOM study folder to the server's datastore and select it; stray unreadable files "
+                       "are left out and listed below"),)),
         Row("", (W("QRadioButton", "sceneRadioButton", "Cine loaded in Slicer (uploaded to the server)"),)),
         Row("Cine sequence:", (W("qMRMLNodeComboBox", "sequenceSelector",
                                  props={"nodeTypes": ["vtkMRMLSequenceNode"], "noneEnabled": True, "addEnabled": False,
@@ -315,7 +318,8 @@ def draw_panel(path: Path = DRAWING_PATH) -> Path:
         cls = w.cls
         mid = yy + h / 2
         enabled = w.props.get("enabled", True) or w.name in ("submitButton", "nextStudyButton", "detectButton",
-                                                               "retrainButton", "exportButton", "showChartButton")
+                                                               "retrainButton", "exportButton", "showChartButton",
+                                                               "openDicomFolderButton")
         if cls == "QPushButton":
             box(x0, x1, yy, h, "#e8e8e8" if enabled else "#f0f0f0", "#888")
             ax.text((x0 + x1) / 2, mid, w.text, ha="center", va="center", fontsize=6.5, color="black" if enabled else "#aaa")

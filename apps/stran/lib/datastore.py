@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import nibabel as nib
 from fastapi import HTTPException
+from filelock import FileLock
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from stran.engine.labels import LABEL_SUFFIX, LabelError, read_label_file
@@ -32,6 +34,28 @@ class ScarDatastore(LocalDatastore):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    @property
+    def image_dir(self) -> str:
+        """The folder the study files (``<id>.nii.gz`` + ``<id>.cine.json``) are in."""
+        return self._datastore.image_path()
+
+    def register_image(self, image_id: str, info: dict[str, Any]) -> None:
+        """Record ``<image_dir>/<id>.nii.gz``, already written in place (atomically, by
+        ``stran.io.write_datastore_study``), as an image with fresh ``info``.
+
+        As ``add_image`` does, without its copy. The entry's info is replaced, not merged, so nothing computed on a
+        previous study of the same id (its uncertainty score) outlives an overwrite; its labels are kept.
+        """
+        name = f"{image_id}.nii.gz"
+        if not os.path.isfile(os.path.join(self.image_dir, name)):
+            raise FileNotFoundError(f"{name} is not in the datastore folder")
+        self._init_from_datastore_file()  # changes made by other processes first (takes the lock itself)
+        with FileLock(self._lock_file):
+            old = self._datastore.objects.get(image_id)
+            image = DataModel(info={**info, "ts": int(time.time()), "name": name}, ext=".nii.gz")
+            self._datastore.objects[image_id] = ImageLabelModel(image=image, labels=dict(old.labels) if old else {})
+            self._update_datastore_file(lock=False)
 
     def n_slices(self, image_id: str) -> int:
         """Slice count of a stored study, from the NIfTI header (no pixel data read)."""

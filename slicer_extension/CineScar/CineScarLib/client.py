@@ -23,6 +23,7 @@ of failing.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -341,6 +342,32 @@ class MonaiLabelClient:
         response = self._request("PUT", "/datastore/image", params={"image": image_id}, files=files, data=form,
                                  action=action, read_timeout=self.transfer_timeout)
         return self._json(response, action, allow_empty=True)
+
+    def upload_dicom_folder(self, folder: str, *, image_id: str | None = None, overwrite: bool = False,
+                            params: dict | None = None, progress: ProgressCallback | None = None,
+                            cancel: CancelToken | None = None) -> dict:
+        """``PUT /datastore/dicom``: every file under ``folder`` zipped (paths relative to it); the server leaves
+        stray broken files out, stores the study and answers ``{image, slices, phases, study_uid, left_out, notes}``."""
+        from .dicom_folder import zip_folder
+
+        name = os.path.basename(os.path.normpath(folder)) or "study"
+        action = f"importing the DICOM folder '{name}'"
+        data = zip_folder(folder, progress=progress, cancel=cancel)
+        query: dict[str, Any] = {"overwrite": "true"} if overwrite else {}
+        if image_id:
+            query["image"] = image_id
+        files = {"file": (f"{name}.zip", data, "application/zip")}
+
+        def call() -> requests.Response:
+            return self._request("PUT", "/datastore/dicom", params=query, files=files,
+                                 data={"params": json.dumps(params or {})}, action=action,
+                                 read_timeout=max(self.transfer_timeout, self.infer_timeout))
+
+        response = run_cancellable(call, cancel=cancel, progress=progress,
+                                   message=f"the server is importing '{name}' ({len(data) / 2**20:.1f} MiB zipped)")
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        return self._json(response, action)
 
     def save_label(self, image_id: str, label: dict, *, tag: str = "final", params: dict | None = None) -> dict:
         """``PUT /datastore/label?image=<id>&tag=<tag>`` with ``<id>.scar.json``."""

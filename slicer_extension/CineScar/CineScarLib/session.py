@@ -35,6 +35,7 @@ from .client import (
     RequestRejected,
     is_offline,
 )
+from .dicom_folder import DicomImport
 from .nifti import Volume4D, nifti_bytes, normalised_slice_order, read_nifti
 
 Progress = Callable[[float | None, str], None] | None
@@ -398,6 +399,26 @@ class ScarSession:
                                  params={"client": "CineScar"})
         self.log(f"uploaded cine as {image_id}")
         return image_id
+
+    def import_dicom_folder(self, folder: str | Path, image_id: str | None = None, *, overwrite: bool = False,
+                            progress: Progress = None, cancel: CancelToken | None = None) -> DicomImport:
+        """Send a DICOM study folder to the server's datastore (``PUT /datastore/dicom``); logs what it left out.
+
+        The server's refusals (``RequestRejected``) are passed on as they are: e.g. HTTP 422 naming the slice,
+        the phase and the file when a cine frame cannot be read; 409 when ``image_id`` is taken."""
+        try:
+            answer = self.client.upload_dicom_folder(str(folder), image_id=image_id, overwrite=overwrite,
+                                                     params={"client": "CineScar"}, progress=progress, cancel=cancel)
+        except ValueError as exc:  # the folder itself (missing, empty, unreadable files): nothing was sent
+            raise WorkflowError(str(exc)) from None
+        imported = DicomImport.from_answer(answer, str(folder))
+        self.log(f"imported {folder} as '{imported.image_id}': {imported.slices} slices x {imported.phases} phases, "
+                 f"{len(imported.left_out)} file(s) left out")
+        for path, reason in imported.left_out:
+            self.log(f"left out {path}: {reason}")
+        if progress:
+            progress(1.0, imported.message())
+        return imported
 
     # ---------------------------------------------------------------- detection
 
