@@ -92,8 +92,41 @@ def print_slices(result: dict, truth: dict | None) -> None:
         print(f"    {k:5d}  {shown:>11}  {predicted:>9}  {'' if t is None else ('scar' if t else '-'):>9}")
 
 
-def draw_picture(detection: Any, path: Path) -> Path:
-    """A mid-ventricular cine frame at end-systole with the attention overlay, and the per-slice bar chart."""
+def truth_scar(samples: Path, study_id: str) -> np.ndarray | None:
+    """The phantom's truth scar mask (S, T, H, W) bool on the study grid, when the sample cohort has it."""
+    path = samples / "truth" / f"{study_id}.masks.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["masks"] == 4
+
+
+def map_on_scar(detection: Any, scar: np.ndarray | None) -> str:
+    """One line: how much of the map's hot area lies on the truth scar (pixels above 0.5, all slices and phases)."""
+    hot = detection.attention.array.transpose(1, 0, 2, 3) > 0.5  # (T, S, H, W) -> (S, T, H, W)
+    if scar is None or hot.shape != scar.shape:
+        return f"{int(hot.sum())} map pixels above 0.5"
+    inter = int((hot & scar).sum())
+    dice = 2 * inter / max(int(hot.sum()) + int(scar.sum()), 1)
+    return (f"{int(hot.sum())} map pixels above 0.5, {100 * inter / max(int(hot.sum()), 1):.0f} % of them on the "
+            f"truth scar; Dice with the truth scar {dice:.2f}")
+
+
+def print_segments(result: dict, truth: dict | None, top: int = 4) -> None:
+    """The AHA segments the model finds most likely scarred, beside the LGE truth (when the label has segments)."""
+    probs = result.get("segment_probabilities")
+    if not probs:
+        return
+    truth_segments = (truth or {}).get("segment_labels") or []
+    order = sorted(range(len(probs)), key=lambda k: -probs[k])[:top]
+    shown = ", ".join(f"{k + 1} ({probs[k]:.2f})" for k in order)
+    scarred = [k + 1 for k, v in enumerate(truth_segments) if v == 1]
+    print(f"    AHA segments most likely scarred: {shown}" + (f"; LGE truth: {scarred}" if truth_segments else ""))
+
+
+def draw_picture(detection: Any, path: Path, scar: np.ndarray | None = None) -> Path:
+    """The most probable slice at end-systole with the scar map (or attention) overlay and, when known, the truth
+    scar's outline; and the per-slice bar chart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,21 +135,25 @@ def draw_picture(detection: Any, path: Path) -> Path:
     cine = detection.cine.array  # (T, S, rows, cols)
     attention = detection.attention.array
     probs = detection.result["slice_probabilities"]
+    kind = "scar map" if detection.result.get("map") == "scar" else "attention"
     scored = [k for k, p in enumerate(probs) if p is not None]
-    s = scored[len(scored) // 2] if scored else cine.shape[1] // 2
+    s = max(scored, key=lambda k: probs[k]) if scored else cine.shape[1] // 2
     t = int(np.argmin(cine[:, s].mean(axis=(1, 2))))  # darkest frame ~ end-systole (smallest blood pool)
     fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})
     ax_img.imshow(cine[t, s], cmap="gray")
     overlay = np.ma.masked_less(attention[t, s], 0.15)
-    im = ax_img.imshow(overlay, cmap="hot", alpha=0.45, vmin=0, vmax=1)
+    im = ax_img.imshow(overlay, cmap="hot", alpha=0.55, vmin=0, vmax=1)
+    if scar is not None and scar.shape[:2] == (cine.shape[1], cine.shape[0]) and scar[s, t].any():
+        ax_img.contour(scar[s, t].astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
     rows, cols = np.nonzero(attention[t, s] > 0)
     if rows.size:  # zoom on the region the network saw (the heart crop), with a margin
         margin = max(np.ptp(rows), np.ptp(cols)) // 2 + 4
         ax_img.set_xlim(max(cols.min() - margin, 0) - 0.5, min(cols.max() + margin, cine.shape[3] - 1) + 0.5)
         ax_img.set_ylim(min(rows.max() + margin, cine.shape[2] - 1) + 0.5, max(rows.min() - margin, 0) - 0.5)
-    ax_img.set_title(f"slice {s}, phase {t}: attention overlay", fontsize=10)
+    outline = "; cyan: truth scar" if scar is not None else ""
+    ax_img.set_title(f"slice {s}, phase {t}: {kind} overlay{outline}", fontsize=10)
     ax_img.axis("off")
-    fig.colorbar(im, ax=ax_img, fraction=0.046, pad=0.02, label="attention")
+    fig.colorbar(im, ax=ax_img, fraction=0.046, pad=0.02, label=kind)
     r = detection.result
     heights = [0 if p is None else p for p in probs]
     colors = ["#c0392b" if (p is not None and p >= r["threshold"]) else "#7f8c8d" for p in probs]
@@ -171,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{r['threshold']:.3f}, MC-dropout std {r['uncertainty']['std']:.3f}); "
                   f"LGE truth: {'scar' if truth['study_label'] else 'no scar'}")
             print_slices(r, truth)
+            print_segments(r, truth)
+            print(f"    {map_on_scar(detection, truth_scar(Path(args.samples), study_id))}")
             print(f"    server timings: {r['timings']}")
 
         with step("Save the corrected label (what the LGE images showed), and earlier reviews of 5 more studies"):
@@ -212,8 +251,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {work / 'results.sqlite'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             print(f"    CSV: {', '.join(p.name for p in csv_files)} in {work / 'export'}")
 
-        with step("Picture: cine frame with attention overlay and per-slice scores"):
-            picture = draw_picture(again, work / "detection.png")
+        with step(f"Picture: {study_id}, cine frame with the map of the shipped model and per-slice scores"):
+            picture = draw_picture(detection, work / "detection.png", truth_scar(Path(args.samples), study_id))
             print(f"    {picture}")
     finally:
         session.close()

@@ -16,7 +16,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stran.engine.augment import AugmentConfig  # noqa: E402
 from stran.engine.dataset import StudyRecord, find_studies, split_records  # noqa: E402
+from stran.engine.trainer import TrainConfig  # noqa: E402
+from stran.models import model_options  # noqa: E402
 from stran.phantom import GENERATOR_VERSION, generate_cohort  # noqa: E402
 
 WORK = REPO / "work"
@@ -38,9 +41,33 @@ class CohortSpec:
 
 TRAIN_COHORT = CohortSpec("train", 960, 1)
 TEST_COHORT = CohortSpec("test", 200, 2)
+FRESH_COHORT = CohortSpec("fresh", 400, 3)  # a seed no training, selection or earlier report ever used
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 CACHE = WORK / "cache"
+RECIPE_EPOCHS = 20  # the demo model's budget: ~2.5 min per epoch of 768 studies on 2 cores, under 60 min in all
+
+
+def has_map_head(network: str) -> bool:
+    return "map_head" in model_options(network)
+
+
+def recipe(network: str = "stran", *, epochs: int = RECIPE_EPOCHS, **overrides) -> TrainConfig:
+    """The recipe that learns (docs/training.md): every target the cohort has (study, slice, AHA segment and pixel
+    labels) through the scar-map head where the network has one, Adam 1e-3 with cosine decay, batch 8, light noise
+    augmentation (the scar's contrast is about one noise standard deviation: added noise would bury it)."""
+    fields = {
+        "model": network,
+        "model_config": {"map_head": "scar"} if has_map_head(network) else {},
+        "epochs": epochs,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "patience": epochs,
+        "augment_config": AugmentConfig(noise_std=0.01),
+        "seed": 0,
+    }
+    fields.update(overrides)
+    return TrainConfig(**fields)
 
 
 def ensure_cohort(spec: CohortSpec) -> Path:
@@ -63,3 +90,7 @@ def train_val_records() -> tuple[list[StudyRecord], list[StudyRecord]]:
 
 def test_records() -> list[StudyRecord]:
     return find_studies(ensure_cohort(TEST_COHORT), require_labels=True)
+
+
+def fresh_records() -> list[StudyRecord]:
+    return find_studies(ensure_cohort(FRESH_COHORT), require_labels=True)

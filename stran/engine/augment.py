@@ -1,8 +1,10 @@
 """Training augmentation that respects cine: one spatial transform for every phase and slice of a study.
 
-Inputs are the preprocessed ``image`` (1, S, T, H, W) in [0, 1] and
-``slice_target`` (S,). Applied after the on-disk cache, so every epoch sees
-new random draws.
+Inputs are the preprocessed ``image`` (1, S, T, H, W) in [0, 1], its
+``labels`` (S, T, H, W) uint8 label map (255 = no label) and ``slice_target``
+(S,). The label map follows every spatial and temporal change of the image
+(nearest neighbour; pixels moved in from outside have no label). Applied after
+the cache, so every epoch sees new random draws.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, MapTransform, RandAffine, Randomizable
 
-from stran.engine.dataset import UNKNOWN
+from stran.engine.dataset import IGNORE, UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class RandCineAffined(Randomizable, MapTransform):
         frames = img.reshape(c * s * t, h, w)  # every frame is a channel: one affine for all of them
         out = self.affine(frames, randomize=False)
         d["image"] = torch.as_tensor(out).reshape(c, s, t, h, w).float()
+        if "labels" in d:
+            lab = torch.as_tensor(d["labels"]).reshape(s * t, h, w).float() + 1.0  # 0 = moved in from outside
+            moved = torch.as_tensor(self.affine(lab, mode="nearest", padding_mode="zeros", randomize=False))
+            moved = moved.reshape(s, t, h, w)
+            d["labels"] = torch.where(moved < 0.5, IGNORE, moved - 1.0).to(torch.uint8)
         return d
 
 
@@ -90,7 +97,10 @@ class RandPhaseRolld(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         img = torch.as_tensor(d["image"])
-        d["image"] = torch.roll(img, shifts=int(self.R.randint(img.shape[2])), dims=2)
+        shift = int(self.R.randint(img.shape[2]))
+        d["image"] = torch.roll(img, shifts=shift, dims=2)
+        if "labels" in d:
+            d["labels"] = torch.roll(torch.as_tensor(d["labels"]), shifts=shift, dims=1)
         return d
 
 
@@ -110,6 +120,10 @@ class RandSliceDropoutd(Randomizable, MapTransform):
             target = torch.as_tensor(d["slice_target"]).clone()
             target[j] = UNKNOWN
             d["image"], d["slice_target"] = img, target
+            if "labels" in d:
+                labels = torch.as_tensor(d["labels"]).clone()
+                labels[j] = IGNORE
+                d["labels"] = labels
         return d
 
 

@@ -1,34 +1,36 @@
-"""Studies on disk -> cached, preprocessed training samples.
+"""Studies on disk -> cached, preprocessed training samples with every target the data has.
 
 A folder of studies is either our cohort layout (``images/``, ``labels/``,
-``cohort.csv``), a MONAI Label datastore (images at the top, reviewer labels in
-``labels/final/``) or a folder of DICOM study folders. Labels come from
-``.scar.json`` files or a CSV. Preprocessing runs once per study and is cached
-on disk (MONAI ``PersistentDataset``), keyed by the file's path, size, mtime and
-the preprocessing configuration, so later epochs and later runs do not re-read
-DICOM or NIfTI.
+``truth/``, ``cohort.csv``), a MONAI Label datastore (images at the top,
+reviewer labels in ``labels/final/``) or a folder of DICOM study folders.
+Labels come from ``.scar.json`` files or a CSV; a label may name a scar mask
+stored beside it, and a phantom cohort's ``truth/`` folder adds the pixel masks
+and the AHA segment table. Preprocessing runs once per study and is cached on
+disk as float16 tensors (``stran.engine.tensor_cache``), so later epochs and
+later runs do not re-read DICOM or NIfTI.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Hashable, Mapping, Sequence
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import Dataset, PersistentDataset
-from monai.transforms import Compose, DeleteItemsd, MapTransform
+from monai.transforms import Compose
 
-from stran.engine.labels import LABEL_SUFFIX, LabelError, ScarLabel, read_label_csv, read_label_file
-from stran.io import CineLoadError, load_study
-from stran.transforms.preprocess import PreprocessConfig, build_preprocessing
+from stran.engine.labels import LABEL_SUFFIX, N_SEGMENTS, LabelError, ScarLabel, read_label_csv, read_label_file
+from stran.io import CineLoadError
+from stran.transforms.preprocess import PreprocessConfig
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-UNKNOWN = -1.0  # slice target for "not assessed"
+UNKNOWN = -1.0  # target for "not assessed"
+IGNORE = 255  # label-map value for "no label here"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class StudyRecord:
     path: Path
     label: ScarLabel | None = None
     meta: dict[str, str] = field(default_factory=dict, compare=False)
+    mask_path: Path | None = None  # a label map on the study's grid (phantom truth masks or a reviewer's scar mask)
 
 
 def _study_id(path: Path) -> str:
@@ -91,15 +94,33 @@ def find_studies(root: str | Path, *, labels: str | Path | None = None, require_
     for path in paths:
         sid = _study_id(path)
         label = csv_labels.get(sid)
+        mask_path = None
         for d in label_dirs:
             candidate = d / f"{sid}{LABEL_SUFFIX}"
             if candidate.is_file():
                 label = read_label_file(candidate)
+                if label.scar_mask:
+                    mask_path = d / label.scar_mask
+                    if not mask_path.is_file():
+                        raise LabelError(f"{candidate}: its scar mask {mask_path} does not exist")
                 break
         if require_labels and label is None:
             raise LabelError(f"study {sid} ({path}) has no label; label it or leave it out of the training folder")
-        records.append(StudyRecord(sid, path, label, meta.get(sid, {})))
+        label, truth_masks = _with_phantom_truth(root, sid, label)
+        records.append(StudyRecord(sid, path, label, meta.get(sid, {}), mask_path or truth_masks))
     return records
+
+
+def _with_phantom_truth(root: Path, sid: str, label: ScarLabel | None) -> tuple[ScarLabel | None, Path | None]:
+    """A phantom cohort's ``truth/`` folder: its masks, and its segment table where the label has no segments."""
+    masks = root / "truth" / f"{sid}.masks.npz"
+    truth = root / "truth" / f"{sid}.truth.json"
+    if label is not None and not label.segment_labels and truth.is_file():
+        rows = json.loads(truth.read_text(encoding="utf-8")).get("segments") or []
+        if len(rows) == N_SEGMENTS:
+            segments = tuple(int(float(r.get("scar_extent_pct") or 0) > 0) for r in rows)
+            label = dataclasses.replace(label, segment_labels=segments)
+    return label, masks if masks.is_file() else None
 
 
 def _read_cohort_meta(path: Path) -> dict[str, dict[str, str]]:
@@ -130,70 +151,51 @@ def split_records(
     return [sorted(p, key=lambda r: r.study_id) for p in parts]
 
 
-class LoadStudyd(MapTransform):
-    """``path`` -> ``study`` (a CineStudy); a load error names the study."""
-
-    def __init__(self) -> None:
-        super().__init__("path")
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        try:
-            d["study"] = load_study(d["path"])
-        except CineLoadError as exc:
-            raise CineLoadError(f"study {d.get('id', d['path'])}: {exc}") from exc
-        return d
+def _slice_targets(labels: Sequence[int | None], coords: np.ndarray) -> torch.Tensor:
+    """Per-source-slice labels on the S' network slices (nearest source slice; unknown = -1)."""
+    targets = np.full(len(coords), UNKNOWN, dtype=np.float32)
+    if labels:
+        for j, c in enumerate(coords):
+            v = labels[int(np.clip(np.rint(c), 0, len(labels) - 1))]
+            targets[j] = UNKNOWN if v is None else float(v)
+    return torch.from_numpy(targets)
 
 
-class SliceTargetsd(MapTransform):
-    """Map per-source-slice labels onto the S' network slices (nearest source slice; unknown = -1)."""
-
-    def __init__(self) -> None:
-        super().__init__("slice_labels")
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        coords = d["prep"].slice_coords
-        labels = d.get("slice_labels") or []
-        targets = np.full(len(coords), UNKNOWN, dtype=np.float32)
-        if labels:
-            for j, c in enumerate(coords):
-                v = labels[int(np.clip(np.rint(c), 0, len(labels) - 1))]
-                targets[j] = UNKNOWN if v is None else float(v)
-        d["slice_target"] = torch.from_numpy(targets)
-        d["study_target"] = torch.tensor(float(d["study_label"]) if d.get("study_label") is not None else UNKNOWN)
-        return d
+def study_targets(record: StudyRecord, slice_coords: np.ndarray) -> dict[str, torch.Tensor]:
+    """Study, slice (on the network's slices) and AHA segment targets of a record; -1 where unknown."""
+    label = record.label
+    segments = list(label.segment_labels) if label and label.segment_labels else [None] * N_SEGMENTS
+    return {
+        "study_target": torch.tensor(float(label.study_label) if label else UNKNOWN),
+        "slice_target": _slice_targets(list(label.slice_labels) if label else [], slice_coords),
+        "segment_target": torch.tensor([UNKNOWN if v is None else float(v) for v in segments], dtype=torch.float32),
+    }
 
 
-def record_items(records: Sequence[StudyRecord], config: PreprocessConfig) -> list[dict[str, Any]]:
-    """Dataset items; path size/mtime and the preprocessing config are part of the item so they key the cache."""
-    items = []
-    for r in records:
-        stat = r.path.stat()
-        items.append(
-            {
-                "id": r.study_id,
-                "path": str(r.path),
-                "size": stat.st_size,
-                "mtime": stat.st_mtime_ns,
-                "config": dataclasses.astuple(config),
-                "study_label": r.label.study_label if r.label else None,
-                "slice_labels": list(r.label.slice_labels) if r.label else [],
-            }
-        )
-    return items
+class CachedStudies(torch.utils.data.Dataset):
+    """Preprocessed studies in memory (float16) with their targets; ``augment`` (a MONAI ``Compose`` of
+    ``stran.engine.augment`` transforms) runs on every access. Items: ``id``, ``image`` (1, S, T, H, W) float32,
+    ``labels`` (S, T, H, W) uint8 (255 = no label), ``has_labels``, ``geometry`` (3,), and the targets."""
 
+    def __init__(self, records: Sequence[StudyRecord], cached: Sequence[dict[str, Any]], augment: Compose | None = None) -> None:
+        self.records, self.cached, self.augment = list(records), list(cached), augment
 
-def preprocessing_with_targets(config: PreprocessConfig) -> Compose:
-    """Load + the shared preprocessing chain + training targets; drops the full-resolution study."""
-    return Compose(
-        [
-            LoadStudyd(),
-            *build_preprocessing(config).transforms,
-            SliceTargetsd(),
-            DeleteItemsd(keys=["study", "location", "prep", "slice_labels", "study_label", "config", "size", "mtime"]),
-        ]
-    )
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r, c = self.records[i], self.cached[i]
+        image = c["image"].float()
+        labels = c["labels"]
+        item = {
+            "id": r.study_id,
+            "image": image,
+            "labels": labels if labels is not None else torch.full(image.shape[1:], IGNORE, dtype=torch.uint8),
+            "has_labels": torch.tensor(labels is not None),
+            "geometry": torch.from_numpy(np.asarray(c["geometry"], dtype=np.float32)),
+            **study_targets(r, c["slice_coords"]),
+        }
+        return self.augment(item) if self.augment is not None else item
 
 
 def build_dataset(
@@ -202,13 +204,21 @@ def build_dataset(
     *,
     cache_dir: str | Path | None,
     augment: Compose | None = None,
-) -> Dataset:
-    """A dataset of ``{"id", "path", "image", "study_target", "slice_target"}``; cached on disk when ``cache_dir`` is set."""
-    transforms = list(preprocessing_with_targets(config).transforms)
-    if augment is not None:
-        transforms += list(augment.transforms)
-    items = record_items(records, config)
+    workers: int | None = None,
+    progress: bool = False,
+) -> CachedStudies:
+    """Preprocess (once, cached in ``cache_dir`` when given) and hold the studies in memory."""
+    from stran.engine.tensor_cache import build_cache, default_workers, load_cached, preprocess_item
+
+    entries = [(r.path, r.mask_path) for r in records]
     if cache_dir is None:
-        return Dataset(items, Compose(transforms))
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return PersistentDataset(items, Compose(transforms), cache_dir=str(cache_dir))
+        cached = []
+        for p, m in entries:
+            try:
+                cached.append(preprocess_item(p, m, config))
+            except CineLoadError as exc:
+                raise CineLoadError(f"study {p}: {exc}") from exc
+    else:
+        files = build_cache(entries, config, Path(cache_dir), workers=workers or default_workers(), progress=progress)
+        cached = load_cached(files)
+    return CachedStudies(records, cached, augment)

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from stran.io.study import CineStudy
-from stran.models import enable_mc_dropout, load_checkpoint
+from stran.models import enable_mc_dropout, load_checkpoint, run_model
 from stran.transforms.inverse import attention_to_study, slice_scores_to_study
 from stran.transforms.preprocess import PreprocessConfig, preprocess_study
 
 
 @dataclass
 class Detection:
-    """The JSON-ready result and the attention map on the study grid (S, T, H, W), float32 in [0, 1]."""
+    """The JSON-ready result and the map shown over the cine, on the study grid (S, T, H, W), float32 in [0, 1]:
+    the scar probability map for networks with a map head (``result["map"] == "scar"``), else the attention map."""
 
     result: dict[str, Any]
     attention: np.ndarray | None
@@ -72,17 +73,22 @@ class Detector:
         }
 
     @torch.no_grad()
-    def forward(self, image: torch.Tensor, mc_samples: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """Deterministic pass on (1, 1, S', T', H, W), plus ``mc_samples`` MC-dropout study probabilities."""
+    def forward(
+        self, image: torch.Tensor, mc_samples: int, geometry: np.ndarray | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Deterministic pass on (1, 1, S', T', H, W), plus ``mc_samples`` MC-dropout study probabilities;
+        ``geometry`` (3,) is the study's ``PrepInfo.geometry`` (places the AHA segments)."""
         self.model.eval()
-        out = self.model(image)
-        det = {k: v.float().numpy()[0] for k, v in out.items()}
+        g = None if geometry is None else torch.as_tensor(np.asarray(geometry, np.float32))[None]
+        out = run_model(self.model, image, g)
+        det = {k: v.float().numpy()[0] for k, v in out.items() if k != "maps"}
         mc = None
         if mc_samples > 0:
             enable_mc_dropout(self.model, True)
             try:
                 batch = image.expand(mc_samples, *image.shape[1:])
-                mc = torch.sigmoid(self.model(batch)["study_logit"]).numpy()
+                mc = torch.sigmoid(run_model(self.model, batch, None if g is None else g.expand(mc_samples, 3))
+                                   ["study_logit"]).numpy()
             finally:
                 enable_mc_dropout(self.model, False)
         return det, mc
@@ -95,7 +101,7 @@ class Detector:
         t0 = time.perf_counter()
         image, prep = preprocess_study(study, self.preprocess)
         t1 = time.perf_counter()
-        out, mc = self.forward(image[None], samples)
+        out, mc = self.forward(image[None], samples, prep.geometry)
         t2 = time.perf_counter()
         prob = float(1.0 / (1.0 + np.exp(-out["study_logit"])))
         slice_probs = 1.0 / (1.0 + np.exp(-out["slice_logits"]))
@@ -125,6 +131,9 @@ class Detector:
             "prediction": int(prob >= self.threshold),
             "prediction_label": "scar" if prob >= self.threshold else "no scar",
             "slice_probabilities": slice_scores_to_study(slice_probs, prep),
+            "segment_probabilities": None if "segment_logits" not in out
+            else [float(v) for v in 1.0 / (1.0 + np.exp(-out["segment_logits"]))],
+            "map": "scar" if "scar_logits" in out else "attention",
             "uncertainty": uncertainty,
             "model": self.model_info,
             "input": {

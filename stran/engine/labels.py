@@ -14,6 +14,8 @@ from typing import Any
 
 LABEL_SUFFIX = ".scar.json"
 SOURCES = ("LGE", "visual")
+N_SEGMENTS = 17  # AHA 17-segment model
+MASK_SUFFIXES = (".nii.gz", ".nii")
 
 
 class LabelError(ValueError):
@@ -22,19 +24,28 @@ class LabelError(ValueError):
 
 @dataclass(frozen=True)
 class ScarLabel:
-    """Study label, optional per-slice labels (None = not assessed), provenance."""
+    """Study label, optional per-slice and per-AHA-segment labels (None = not assessed), an optional scar mask
+    file stored beside the label, provenance."""
 
     study_label: int
     slice_labels: tuple[int | None, ...] = ()
     source: str = "visual"
     reviewer: str = ""
     comment: str = ""
+    segment_labels: tuple[int | None, ...] = ()
+    scar_mask: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["slice_labels"] = list(self.slice_labels)
         d.pop("extra")
+        if self.segment_labels:
+            d["segment_labels"] = list(self.segment_labels)
+        else:
+            d.pop("segment_labels")
+        if not self.scar_mask:
+            d.pop("scar_mask")
         return d
 
 
@@ -50,7 +61,7 @@ def validate_label(obj: Any, *, n_slices: int | None = None) -> ScarLabel:
         raise LabelError(f"a scar label must be a JSON object, got {type(obj).__name__}")
     if "study_label" not in obj:
         raise LabelError('a scar label needs "study_label" (0 = no scar, 1 = scar)')
-    known = {"study_label", "slice_labels", "source", "reviewer", "comment"}
+    known = {"study_label", "slice_labels", "source", "reviewer", "comment", "segment_labels", "scar_mask"}
     study_label = _as_binary(obj["study_label"], '"study_label"')
     raw_slices = obj.get("slice_labels", [])
     if raw_slices is None:
@@ -65,6 +76,8 @@ def validate_label(obj: Any, *, n_slices: int | None = None) -> ScarLabel:
         )
     if study_label == 0 and any(v == 1 for v in slices):
         raise LabelError('"study_label" is 0 (no scar) but some "slice_labels" are 1: correct one of them')
+    segments = _segment_labels(obj.get("segment_labels"), study_label)
+    scar_mask = _scar_mask_name(obj.get("scar_mask"))
     source = obj.get("source", "visual")
     if source not in SOURCES:
         raise LabelError(f'"source" must be one of {list(SOURCES)}, got {source!r}')
@@ -77,8 +90,37 @@ def validate_label(obj: Any, *, n_slices: int | None = None) -> ScarLabel:
         source=source,
         reviewer=obj.get("reviewer", ""),
         comment=obj.get("comment", ""),
+        segment_labels=segments,
+        scar_mask=scar_mask,
         extra={k: v for k, v in obj.items() if k not in known},
     )
+
+
+def _segment_labels(raw: Any, study_label: int) -> tuple[int | None, ...]:
+    """Optional ``segment_labels``: 17 entries 0, 1 or null in AHA order (1 basal anterior ... 17 apex)."""
+    if raw is None or raw == []:
+        return ()
+    if not isinstance(raw, list) or len(raw) != N_SEGMENTS:
+        raise LabelError(
+            f'"segment_labels" must be a list of {N_SEGMENTS} entries (AHA segments 1-17 in order), each 0, 1 or null'
+        )
+    values = tuple(None if v is None else _as_binary(v, f'"segment_labels"[{i}] (segment {i + 1})')
+                   for i, v in enumerate(raw))
+    if study_label == 0 and any(v == 1 for v in values):
+        raise LabelError('"study_label" is 0 (no scar) but some "segment_labels" are 1: correct one of them')
+    return values
+
+
+def _scar_mask_name(raw: Any) -> str:
+    """Optional ``scar_mask``: the file name of a scar mask stored beside the label (no folders)."""
+    if raw is None or raw == "":
+        return ""
+    if not isinstance(raw, str) or "/" in raw or "\\" in raw or raw.startswith(".") or not raw.endswith(MASK_SUFFIXES):
+        raise LabelError(
+            '"scar_mask" must be the plain file name of a NIfTI mask (.nii.gz or .nii) stored beside the label, '
+            f"with no folder part, got {raw!r}"
+        )
+    return raw
 
 
 def read_label_file(path: str | Path, *, n_slices: int | None = None) -> ScarLabel:

@@ -22,15 +22,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import DataLoader
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from stran.atomic import atomic_path, atomic_write_text
 from stran.engine.augment import AugmentConfig, build_augmentation
 from stran.engine.dataset import UNKNOWN, StudyRecord, build_dataset
-from stran.engine.loss import ScarLoss, positive_weight
+from stran.engine.evaluate import map_dice
+from stran.engine.loss import LossWeights, ScarLoss, positive_weight
 from stran.engine.metrics import roc_auc, youden_threshold
-from stran.models import build_model, load_checkpoint, resolve_config, save_checkpoint
+from stran.models import available_models, build_model, load_checkpoint, resolve_config, run_model, save_checkpoint
+from stran.models.registry import stored_config
 from stran.transforms.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 8
     slice_loss_weight: float = 0.5
+    segment_loss_weight: float = 0.5
+    pixel_loss_weight: float = 1.0
+    unit_loss_weight: float = 1.0
     seed: int = 0
     augment: bool = True
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
@@ -76,8 +81,9 @@ class TrainConfig:
             problems.append(f"lr must be in (0, 1) (got {self.lr})")
         if self.patience < 1:
             problems.append(f"patience must be >= 1 (got {self.patience})")
-        if self.slice_loss_weight < 0:
-            problems.append(f"slice_loss_weight must be >= 0 (got {self.slice_loss_weight})")
+        for name in ("slice_loss_weight", "segment_loss_weight", "pixel_loss_weight", "unit_loss_weight"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
         if problems:
             raise ValueError("invalid training options: " + "; ".join(problems))
 
@@ -100,6 +106,7 @@ class EpochStats:
     val_auc: float
     lr: float
     seconds: float
+    val_scar_dice: float = float("nan")  # mean Dice of the scar map on validation slices with scar (map head only)
 
 
 @dataclass
@@ -157,6 +164,7 @@ class Trainer:
         augment = build_augmentation(c.augment_config) if c.augment else None
         train_ds = build_dataset(self.train_records, c.preprocess, cache_dir=self.cache_dir, augment=augment)
         val_ds = build_dataset(self.val_records, c.preprocess, cache_dir=self.cache_dir)
+        self._train_ds = train_ds
         self._augment = augment
         self._generator = torch.Generator()
         train_dl = DataLoader(train_ds, batch_size=c.batch_size, shuffle=True, num_workers=0, generator=self._generator)
@@ -210,13 +218,7 @@ class Trainer:
         optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.lr * 0.02)
         train_dl, val_dl = self._loaders()
-        study_targets = [float(r.label.study_label) for r in self.train_records]
-        slice_targets = [float(v) for r in self.train_records for v in r.label.slice_labels if v is not None]
-        loss_fn = ScarLoss(
-            study_pos_weight=positive_weight(study_targets),
-            slice_pos_weight=positive_weight(slice_targets),
-            slice_weight=c.slice_loss_weight,
-        )
+        loss_fn = self._loss()
 
         start_epoch, history, stale, best_model = 0, [], 0, None
         best = {"epoch": -1, "val_loss": float("inf"), "val_auc": float("nan"), "threshold": 0.5}
@@ -240,11 +242,11 @@ class Trainer:
             t0 = time.perf_counter()
             self._seed_epoch(epoch)
             train_loss = self._train_epoch(model, optimizer, loss_fn, train_dl, epoch, progress, callback)
-            val_loss, val_probs, val_y = self._validate(model, loss_fn, val_dl)
+            val_loss, val_probs, val_y, val_dice = self._validate(model, loss_fn, val_dl)
             val_auc = roc_auc(val_y, val_probs)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            stats = EpochStats(epoch, train_loss, val_loss, val_auc, lr, time.perf_counter() - t0)
+            stats = EpochStats(epoch, train_loss, val_loss, val_auc, lr, time.perf_counter() - t0, val_dice)
             history.append(stats)
             if val_loss < best["val_loss"]:
                 threshold = youden_threshold(val_y, val_probs) if 0 < val_y.sum() < len(val_y) else 0.5
@@ -259,7 +261,8 @@ class Trainer:
             atomic_write_text(self.out_dir / "history.json", json.dumps([dataclasses.asdict(h) for h in history], indent=1))
             message = (
                 f"epoch {epoch + 1}/{c.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                f"val AUC {val_auc:.3f}, lr {lr:.2e}, {stats.seconds:.0f} s"
+                f"val AUC {val_auc:.3f}" + ("" if np.isnan(val_dice) else f", val scar Dice {val_dice:.3f}")
+                + f", lr {lr:.2e}, {stats.seconds:.0f} s"
             )
             log.info(message)
             if progress:
@@ -280,14 +283,24 @@ class Trainer:
             resumed_from_epoch=resumed_from,
         )
 
+    def _loss(self) -> ScarLoss:
+        c, recs = self.config, self.train_records
+        return ScarLoss(
+            study_pos_weight=positive_weight([float(r.label.study_label) for r in recs]),
+            slice_pos_weight=positive_weight([float(v) for r in recs for v in r.label.slice_labels if v is not None]),
+            segment_pos_weight=positive_weight([float(v) for r in recs for v in r.label.segment_labels if v is not None]),
+            weights=LossWeights(slice=c.slice_loss_weight, segment=c.segment_loss_weight, pixel=c.pixel_loss_weight,
+                                unit=c.unit_loss_weight),
+        )
+
     def _train_epoch(self, model, optimizer, loss_fn, loader, epoch, progress, callback) -> float:
         model.train()
         total, n = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress, leave=False, unit="batch")
         for step, batch in enumerate(bar):
             optimizer.zero_grad(set_to_none=True)
-            out = model(batch["image"])
-            loss = loss_fn(out, batch["study_target"], batch["slice_target"])
+            out = run_model(model, batch["image"], batch["geometry"])
+            loss = loss_fn(out, batch)
             loss.backward()
             optimizer.step()
             b = batch["image"].shape[0]
@@ -299,26 +312,31 @@ class Trainer:
         return total / max(n, 1)
 
     @torch.no_grad()
-    def _validate(self, model, loss_fn, loader) -> tuple[float, np.ndarray, np.ndarray]:
+    def _validate(self, model, loss_fn, loader) -> tuple[float, np.ndarray, np.ndarray, float]:
         model.eval()
-        total, n, probs, ys = 0.0, 0, [], []
+        total, n, probs, ys, dice = 0.0, 0, [], [], []
         for batch in loader:
-            out = model(batch["image"])
-            loss = loss_fn(out, batch["study_target"], batch["slice_target"])
+            out = run_model(model, batch["image"], batch["geometry"])
+            loss = loss_fn(out, batch)
             b = batch["image"].shape[0]
             total += loss.item() * b
             n += b
             probs.append(torch.sigmoid(out["study_logit"]).numpy())
             ys.append(batch["study_target"].numpy())
+            has = batch["has_labels"]
+            if "maps" in out and bool(has.any()):
+                dice.append(map_dice(out["maps"][has], batch["labels"][has])[0])
         y = np.concatenate(ys)
         p = np.concatenate(probs)
         known = y != UNKNOWN
-        return total / max(n, 1), p[known], y[known].astype(int)
+        d = np.concatenate(dice) if dice else np.zeros(0)
+        return total / max(n, 1), p[known], y[known].astype(int), float(d.mean()) if d.size else float("nan")
 
     def _initial_weights(self, path: str) -> torch.nn.Module:
         model, meta = load_checkpoint(path)
         wanted = resolve_config(self.config.model, **self.config.model_config)
-        if meta["model_name"] != self.config.model or resolve_config(meta["model_name"], **meta["config"]) != wanted:
+        stored = stored_config(meta["model_name"], meta["config"]) if meta["model_name"] in available_models() else {}
+        if meta["model_name"] != self.config.model or resolve_config(meta["model_name"], **stored) != wanted:
             raise ValueError(
                 f"cannot start from {path}: it holds a {meta['model_name']} network with config {meta.get('config')}, "
                 f"not {self.config.model} with {self.config.model_config}"

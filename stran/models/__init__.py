@@ -13,7 +13,7 @@ from .checkpoint import (
     model_sha256,
     save_checkpoint,
 )
-from .common import enable_mc_dropout, mc_dropout_layers, set_attention_enabled
+from .common import enable_mc_dropout, mc_dropout_layers, run_model, set_attention_enabled
 from .registry import available_models, build_model, default_config, model_options, resolve_config
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "model_options",
     "model_sha256",
     "resolve_config",
+    "run_model",
     "save_checkpoint",
     "set_attention_enabled",
 ]

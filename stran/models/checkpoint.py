@@ -209,12 +209,12 @@ def load_checkpoint(
     plus ``path``. Raises :class:`NotAStranCheckpointError`, :class:`CheckpointIntegrityError` or
     :class:`CheckpointCompatibilityError` with a message naming the file and what to do.
     """
-    from .registry import build_model
+    from .registry import build_model, stored_config
 
     payload = read_checkpoint(path, map_location)
     name, config = payload["model_name"], payload["config"]
     try:
-        model = build_model(name, **config)
+        model = build_model(name, **stored_config(name, config))
     except (ValueError, TypeError) as exc:
         raise CheckpointCompatibilityError(
             f"checkpoint {path} (model {name!r}, written by stran {payload.get('stran_version')!r}) cannot be rebuilt "

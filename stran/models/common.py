@@ -312,5 +312,13 @@ def upsample_map(a: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     return a.clamp(0.0, 1.0).contiguous()
 
 
+def run_model(model: nn.Module, image: torch.Tensor, geometry: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Forward pass of any network of the zoo; ``geometry`` (B, 3) goes to the networks with a map head (it places
+    the AHA segments), the others take the image only."""
+    if getattr(model, "map_head", False):
+        return model(image, geometry)
+    return model(image)
+
+
 def output_dict(study: torch.Tensor, slices: torch.Tensor, attention: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"study_logit": study, "slice_logits": slices, "attention": attention}

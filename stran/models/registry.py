@@ -29,6 +29,7 @@ class Option:
     maximum: float | None = None
     odd: bool = False
     length: int | None = None
+    legacy: Any = None  # the value a checkpoint written before this option existed implies (None: the default)
 
     def describe(self) -> str:
         extra = f" one of {list(self.choices)}" if self.choices else ""
@@ -104,6 +105,19 @@ _STNET_OPTIONS: dict[str, Option] = {
     "n_slices": Option(
         10, "int", "number of slices (input channels; used by layout='paper' only)", minimum=1, maximum=64
     ),
+    "map_head": Option(
+        "scar",
+        "str",
+        "'scar': per-pixel LV / myocardium / RV / scar maps, and the study, slice and AHA-segment scores read off the "
+        "scar map (stran.models.maps); 'none': global-feature heads",
+        choices=("none", "scar"),
+        legacy="none",
+    ),
+    "map_channels": Option(32, "int", "channels of the map decoder", minimum=4, maximum=256),
+    "map_train_phases": Option(
+        5, "int", "phases whose maps are decoded and supervised per training step (evenly spaced, random start; "
+        "0 = all); evaluation always decodes every phase", minimum=0, maximum=64,
+    ),
 }
 
 _RESNET3D_OPTIONS: dict[str, Option] = {
@@ -168,7 +182,7 @@ def _paper_layout(**config: Any) -> nn.Module:
     from .ablation import build_ablation
 
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    model = build_ablation("stran", layout="paper", **config)
+    model = build_ablation("stran", layout="paper", map_head="none", **config)
     model.name = "stran_paper_layout"
     return model
 
@@ -191,7 +205,11 @@ def _r2plus1d(**config: Any) -> nn.Module:
     return R2Plus1D(**config)
 
 
-_paper_options = {k: v for k, v in _STNET_OPTIONS.items() if k != "layout"}
+_paper_options = {
+    k: v
+    for k, v in _STNET_OPTIONS.items()
+    if k not in ("layout", "map_head", "map_channels", "map_train_phases")
+}
 # options that do not apply to a network are refused rather than silently ignored
 _spatial_options = {k: v for k, v in _STNET_OPTIONS.items() if k not in ("temporal_kernel", "temporal_mode")}
 _temporal_options = {k: v for k, v in _STNET_OPTIONS.items() if k not in ("spatial_kernel", "temporal_mode")}
@@ -288,6 +306,17 @@ def resolve_config(name: str, **config: Any) -> dict[str, Any]:
     for key, value in config.items():
         full[key] = spec.options[key].validate(name, key, value)
     return full
+
+
+def stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored config with the options added since it was written set to what it implied
+    (``Option.legacy``), so an older checkpoint rebuilds the architecture it was trained with."""
+    spec = _spec(name)
+    filled = dict(config)
+    for key, option in spec.options.items():
+        if key not in filled and option.legacy is not None:
+            filled[key] = option.legacy
+    return filled
 
 
 def build_model(name: str, **config: Any) -> nn.Module:

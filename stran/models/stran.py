@@ -52,10 +52,14 @@ from .common import (
     upsample_map,
 )
 from .factorized import FactorizedConv4d, PaperSpatialConv, SpatialConv, TemporalUnit
+from .maps import MapDecoder, aha_segment_ids, scar_probability
+from .wall_reader import WallReader
 
 UNITS = ("spatial", "temporal", "spatiotemporal")
 ATTENTIONS = ("none", "dual", "residual_dual")
 LAYOUTS = ("4d", "paper")
+MAP_HEADS = ("none", "scar")
+DEFAULT_GEOMETRY = torch.tensor([[-1.0, 0.0, 0.0]])  # anterior up, apex first: only the segment numbers depend on it
 
 
 def make_unit(
@@ -155,6 +159,9 @@ class STNet(nn.Module):
         dropout: float = 0.25,
         stage_dropout: float = 0.0,
         n_slices: int = 10,
+        map_head: str = "scar",
+        map_channels: int = 32,
+        map_train_phases: int = 5,
         name: str = "stnet",
     ) -> None:
         super().__init__()
@@ -164,6 +171,13 @@ class STNet(nn.Module):
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if map_head not in MAP_HEADS:
+            raise ValueError(f"map_head must be one of {MAP_HEADS}, got {map_head!r}")
+        if map_head != "none" and layout == "paper":
+            raise ValueError(
+                "the paper layout has no slice axis after its stem, so it cannot have a map head: "
+                "set map_head='none' (or use the network 'stran_paper_layout')"
+            )
         if len(downsample) != len(widths):
             raise ValueError(f"downsample needs one factor per stage ({len(widths)}), got {downsample!r}")
         self.name = name
@@ -199,22 +213,40 @@ class STNet(nn.Module):
             )
             prev = w
         self.blocks = nn.ModuleList(blocks)
-        # the paper layout has no slice axis after the stem: its slice head is a Linear(C, S) on global features
-        self.heads = SliceStudyHeads(prev, dropout, global_slices=n_slices if layout == "paper" else None)
+        self.map_head = map_head != "none"
+        if self.map_head:  # the decisions are read off the scar map (stran.models.maps)
+            self.decoder = MapDecoder(tuple(widths), stem_stride, map_channels, dropout)
+            self.reader = WallReader()
+            self.map_train_phases = map_train_phases
+        else:
+            # the paper layout has no slice axis after the stem: its slice head is a Linear(C, S) on global features
+            self.heads = SliceStudyHeads(prev, dropout, global_slices=n_slices if layout == "paper" else None)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Last-stage features (B, C, S or 1, T, h, w) and the per-stage attention maps (B, 1, S or 1, T, h_i, w_i)."""
+    def _map_phases(self, t: int, device: torch.device) -> torch.Tensor | None:
+        """In training, the phases whose maps are decoded (and supervised); None = all (evaluation)."""
+        if not self.training or self.map_train_phases <= 0 or self.map_train_phases >= t:
+            return None
+        step = t / self.map_train_phases
+        start = float(torch.rand(()) * step)
+        return (torch.arange(self.map_train_phases, dtype=torch.float64) * step + start).long().clamp(max=t - 1).to(device)
+
+    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every stage's output (B, C_i, S or 1, T, h_i, w_i), last stage last, and the per-stage attention maps
+        (B, 1, S or 1, T, h_i, w_i)."""
         if self.layout == "paper":
             x = x.transpose(1, 2)  # (B, S, 1, T, H, W): slices are channels
         y = F.relu_(self.stem_norm(self.stem(space_to_depth(x, self.stem_stride))))
-        maps = []
+        stages, maps = [], []
         for block in self.blocks:
             y, amap = block(y)
+            stages.append(y)
             if amap is not None:
                 maps.append(amap)
-        return y, maps
+        return stages, maps
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, geometry: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``geometry`` (B, 3): the anterior direction and slice order of each study (``stran.engine.tensor_cache.
+        study_geometry``); with a map head it places the AHA segments and adds ``segment_logits``."""
         check_input(
             x,
             self.name,
@@ -222,7 +254,26 @@ class STNet(nn.Module):
             n_slices=self.n_slices if self.layout == "paper" else None,
         )
         b, _, s, t, h, w = x.shape
-        feats, maps = self.features(x)
+        stages, maps = self.features(x)
+        if self.map_head:
+            phases = self._map_phases(t, x.device)
+            if phases is not None:  # training: decode evenly spaced phases from a random start (cost / T')
+                x = x.index_select(3, phases)
+                stages = [f.index_select(3, phases) for f in stages]
+            logits = self.decoder(x, stages)
+            g = geometry if geometry is not None else DEFAULT_GEOMETRY.to(x).expand(b, 3)
+            ids = aha_segment_ids(logits, g)
+            out = self.reader(x, logits, ids, g[:, 2])
+            if geometry is None:
+                del out["segment_logits"]  # the AHA numbering needs the study's orientation
+            if phases is not None:
+                out["map_phases"] = phases
+            out["aha_ids"] = ids
+            out["maps"] = logits
+            out["scar_logits"] = logits[:, 3]
+            out["attention"] = scar_probability(logits.detach())
+            return out
+        feats = stages[-1]
         study, slices = self.heads(feats)
         with torch.no_grad():
             if maps:  # average the stage maps on the finest stage grid, then one upsampling to the input grid

@@ -22,7 +22,7 @@ def es_phase_from_masks(masks: np.ndarray) -> int:
     return int(np.argmin((masks == LABEL_LV).sum(axis=(0, 2, 3))))
 
 
-def _sector_thickness(
+def sector_thickness(
     mask: np.ndarray, lat: np.ndarray, inf: np.ndarray, level: str, px_area: float
 ) -> dict[int, float]:
     blood = mask == LABEL_LV
@@ -77,8 +77,8 @@ def segment_wall_from_masks(
             depths = (info["depth_mm"] - margin_mm, info["depth_mm"] + margin_mm, z_es - margin_mm, z_es + margin_mm)
             if any(level_of_depth(z, lc, lt) != level for z in depths):
                 continue
-        ed_t = _sector_thickness(masks[s, 0], lat, inf, level, sp * sp)
-        es_t = _sector_thickness(masks[s, es], lat, inf, level, sp * sp)
+        ed_t = sector_thickness(masks[s, 0], lat, inf, level, sp * sp)
+        es_t = sector_thickness(masks[s, es], lat, inf, level, sp * sp)
         for seg in set(ed_t) & set(es_t):
             d = acc.setdefault(seg, {"ed": [], "es": []})
             d["ed"].append(ed_t[seg])

@@ -87,6 +87,7 @@ class GroundTruth:
         return {
             "study_label": int(self.study_label),
             "slice_labels": [int(v) for v in self.slice_labels],
+            "segment_labels": [int(float(r["scar_extent_pct"]) > 0) for r in self.segments],
             "source": "LGE",
             "reviewer": reviewer,
             "comment": f"scenario {self.scenario} ({self.scenario_name}: {self.subtype}); phantom seed {self.seed}",

@@ -9,6 +9,11 @@ Order: heart localisation on the full study, then slice selection and phase
 resampling (they shrink the data), then one bilinear resampling in-plane that
 both changes the spacing and crops around the heart, then robust intensity
 normalisation. Output ``image``: float32 tensor ``(1, S', T', size, size)``.
+
+An optional ``"labels"`` entry (uint8 label map ``(S, T, H, W)`` on the study's
+grid, e.g. the phantom's truth masks) goes through the same spatial steps with
+nearest-neighbour choices (nearest slice, nearest phase, nearest pixel on the
+same sampling grid), so a label pixel lands on the anatomy of its image pixel.
 """
 
 from __future__ import annotations
@@ -56,6 +61,22 @@ class PrepInfo:
     size: int = 64
     n_phases: int = 20
     intensity_range: tuple[float, float] = (0.0, 1.0)
+    geometry: np.ndarray = field(default_factory=lambda: np.array([-1.0, 0.0, 0.0], np.float32))  # study_geometry()
+
+
+def study_geometry(affine: np.ndarray) -> np.ndarray:
+    """(anterior_row, anterior_col, apex_last) of a study: the patient's anterior direction in the image plane (unit,
+    row and column components) and 1.0 when the slices run from the base to the apex (the LV apex points left,
+    anterior and inferior: LPS (0.62, -0.52, -0.58) in the standard anatomy), else 0.0. It places the AHA segments
+    (``stran.models.maps.aha_segment_ids``); the network's slices keep the study's slice order."""
+    col = affine[:3, 0] / np.linalg.norm(affine[:3, 0])
+    row = affine[:3, 1] / np.linalg.norm(affine[:3, 1])
+    along = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
+    anterior = np.array([0.0, -1.0, 0.0])
+    a = np.array([np.dot(anterior, row), np.dot(anterior, col)])
+    a = a / max(float(np.linalg.norm(a)), 1e-6)
+    apex_last = float(np.dot(along, np.array([0.62, -0.52, -0.58])) > 0)
+    return np.array([a[0], a[1], apex_last], dtype=np.float32)
 
 
 class LocalizeHeartd(MapTransform):
@@ -73,6 +94,7 @@ class LocalizeHeartd(MapTransform):
             study_shape=tuple(study.pixels.shape),  # type: ignore[arg-type]
             lv_slices=loc.lv_slices,
             source_spacing=study.pixel_spacing,
+            geometry=study_geometry(study.affine),
         )
         return d
 
@@ -110,6 +132,19 @@ def resample_phases(values: np.ndarray, fractions: np.ndarray, n_out: int) -> np
     return out.reshape((n_out,) + values.shape[1:]).astype(values.dtype, copy=False)
 
 
+def select_label_slices_and_phases(labels: np.ndarray, coords: np.ndarray, fractions: np.ndarray, n_phases: int) -> np.ndarray:
+    """The nearest-neighbour counterpart of slice selection and phase resampling for a label map (S, T, H, W):
+    the nearest source slice to each coordinate, and per slice the source phase nearest (circularly) to each of the
+    ``n_phases`` even phase fractions."""
+    out = np.empty((len(coords), n_phases) + labels.shape[2:], dtype=labels.dtype)
+    targets = np.arange(n_phases) / n_phases
+    for j, c in enumerate(coords):
+        s = int(np.clip(np.rint(c), 0, labels.shape[0] - 1))
+        dist = np.abs(np.mod(fractions[s], 1.0)[None, :] - targets[:, None])
+        out[j] = labels[s][np.argmin(np.minimum(dist, 1.0 - dist), axis=1)]
+    return out
+
+
 class SelectSlicesAndPhasesd(MapTransform):
     """Pick ``n_slices`` evenly over the LV (linear interpolation between slices) and resample
     every slice to ``n_phases`` evenly spaced phases over its own RR interval."""
@@ -128,6 +163,8 @@ class SelectSlicesAndPhasesd(MapTransform):
             [resample_phases(study.pixels[s], fractions[s], self.n_phases) for s in range(study.n_slices)]
         )
         d["image"] = _interp_slices(per_slice, coords).astype(np.float32)
+        if d.get("labels") is not None:
+            d["labels"] = select_label_slices_and_phases(np.asarray(d["labels"]), coords, fractions, self.n_phases)
         prep.slice_coords = coords
         prep.centers = _interp_slices(d["location"].centers, coords)
         prep.n_phases = self.n_phases
@@ -167,6 +204,9 @@ class CropResampleInPlaned(MapTransform):
         grid = _crop_grid(prep.centers, self.size, step, tuple(img.shape[-2:]))
         out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         d["image"] = out.numpy()
+        if d.get("labels") is not None:
+            lab = torch.as_tensor(np.asarray(d["labels"], dtype=np.float32))
+            d["labels"] = F.grid_sample(lab, grid, mode="nearest", padding_mode="zeros", align_corners=True).numpy().astype(np.uint8)
         prep.spacing_mm, prep.size = self.spacing_mm, self.size
         return d
 
@@ -205,3 +245,13 @@ def preprocess_study(study: CineStudy, config: PreprocessConfig | None = None) -
     """Run the chain on one study; returns (image (1, S', T', size, size), PrepInfo)."""
     out = build_preprocessing(config)({"study": study})
     return out["image"], out["prep"]
+
+
+def preprocess_with_labels(
+    study: CineStudy, labels: np.ndarray, config: PreprocessConfig | None = None
+) -> tuple[torch.Tensor, np.ndarray, PrepInfo]:
+    """The chain on a study and its label map (S, T, H, W); returns (image, labels (S', T', size, size) uint8, prep)."""
+    if tuple(labels.shape) != tuple(study.pixels.shape):
+        raise ValueError(f"label map shape {tuple(labels.shape)} differs from the study's {tuple(study.pixels.shape)}")
+    out = build_preprocessing(config)({"study": study, "labels": labels})
+    return out["image"], out["labels"], out["prep"]

@@ -241,10 +241,7 @@ def test_retrain_until_the_new_model_is_live(env) -> None:
                                     label["slice_labels"], reviewer="truth", source="LGE")
             assert session.submit_correction(correction).status == "sent"
     before = session.status.model_sha256
-    # init_from_current=False: stran/engine/trainer.py (_initial_weights) compares the checkpoint's resolved
-    # model config with the unresolved TrainConfig.model_config ({}), so starting from a served model fails
-    # ("cannot start from ..."); drop this option once that comparison resolves the config first.
-    run = session.start_training({"epochs": 1, "init_from_current": False})
+    run = session.start_training({"epochs": 1})  # fine-tunes the served model (its architecture, old or new)
     with pytest.raises(C.TrainingAlreadyRunning) as info:
         session.start_training({"epochs": 1})
     assert info.value.status == 429

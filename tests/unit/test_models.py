@@ -29,6 +29,8 @@ ALL = [
     "r2plus1d",
 ]
 WITH_ATTENTION = ["st_dual_attention", "stran", "stran_paper_layout"]
+# networks with a scar-map head by default: the ST family on the true 4-D layout (stran.models.maps)
+WITH_MAP_HEAD = ["spatial", "temporal", "spatiotemporal", "st_dual_attention", "stran"]
 # networks whose study logit must not depend on where the RR cycle starts (never downsample T, circular kernels)
 SHIFT_INVARIANT = [
     "spatial",
@@ -73,13 +75,17 @@ def test_output_contract(name):
         model = _build(name, s, **config).eval()
         with torch.no_grad():
             out = model(_input(b, s, t, h, w))
-        assert set(out) == {"study_logit", "slice_logits", "attention"}
+        maps = {"maps", "scar_logits", "unit_logits", "unit_valid", "aha_ids"} if name in WITH_MAP_HEAD else set()
+        assert set(out) == {"study_logit", "slice_logits", "attention"} | maps
+        if maps:
+            assert out["maps"].shape == (b, 4, s, t, h, w) and out["scar_logits"].shape == (b, s, t, h, w)
+            assert out["unit_logits"].shape == (b, s, 18) and out["aha_ids"].shape == (b, s, h, w)
         assert out["study_logit"].shape == (b,)
         assert out["slice_logits"].shape == (b, s)
         assert out["attention"].shape == (b, s, t, h, w)
-        for v in out.values():
-            assert v.dtype == torch.float32
-            assert torch.isfinite(v).all()
+        for key in ("study_logit", "slice_logits", "attention", *sorted(maps - {"unit_valid", "aha_ids"})):
+            assert out[key].dtype == torch.float32
+            assert torch.isfinite(out[key]).all()
         a = out["attention"]
         assert a.min() >= 0.0 and a.max() <= 1.0
 
@@ -94,6 +100,8 @@ def test_every_parameter_gets_a_gradient(name):
     loss = (out["study_logit"] * torch.randn(1, generator=g)).sum() + (
         out["slice_logits"] * torch.randn(1, s, generator=g)
     ).sum()
+    if "maps" in out:  # a map head's decisions read measures of the maps; the pixel loss teaches the maps
+        loss = loss + (out["maps"] * torch.randn(out["maps"].shape, generator=g)).sum()
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not dead, f"{name}: parameters without gradient: {dead}"
@@ -114,9 +122,12 @@ def test_attention_gates_change_the_output(name):
         off = model(x)
         set_attention_enabled(model, True)
         again = model(x)
-    assert not torch.allclose(on["study_logit"], off["study_logit"], atol=1e-6)
-    assert not torch.allclose(on["slice_logits"], off["slice_logits"], atol=1e-6)
-    assert torch.equal(on["study_logit"], again["study_logit"])
+    # untrained, a map head's decisions barely move (its scar map starts near zero everywhere): look at the maps
+    key = "maps" if "maps" in on else "study_logit"
+    assert not torch.allclose(on[key], off[key], atol=1e-6)
+    if key == "study_logit":
+        assert not torch.allclose(on["slice_logits"], off["slice_logits"], atol=1e-6)
+    assert torch.equal(on[key], again[key])
 
 
 def test_attention_map_is_not_constant():
@@ -143,10 +154,12 @@ def test_a_phase_permutation_does_change_the_logit():
     """The invariance above is not a network that ignores time: reversing the cycle changes the output."""
     model = _build("stran", 8).eval()
     x = _input(1, 8, 18, 32, 32)
-    with torch.no_grad():
-        a = model(x)["study_logit"]
-        b = model(torch.flip(x, dims=[3]))["study_logit"]
-        c = model(x[:, :, :, torch.randperm(18, generator=torch.Generator().manual_seed(0))])["study_logit"]
+    perm = torch.randperm(18, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the scar map, per slice and phase, put back in the original phase order
+        a = model(x)["maps"]
+        b = torch.flip(model(torch.flip(x, dims=[3]))["maps"], dims=[3])
+        c = torch.empty_like(a)
+        c[:, :, :, perm] = model(x[:, :, :, perm])["maps"]
     assert not torch.allclose(a, c, atol=1e-6) or not torch.allclose(a, b, atol=1e-6)
 
 
@@ -223,7 +236,9 @@ def test_paper_layout_has_no_layout_option_and_fixed_slices():
     model = build_model("stran_paper_layout", n_slices=12).eval()
     with pytest.raises(ValueError, match="12 slices"):
         model(_input(1, 10, 16, 32, 32))
-    assert build_model("stran", layout="paper").layout == "paper"
+    assert build_model("stran", layout="paper", map_head="none").layout == "paper"
+    with pytest.raises(ValueError, match="map_head='none'"):
+        build_model("stran", layout="paper")
 
 
 def test_config_is_resolved_and_json_serialisable():

@@ -86,7 +86,7 @@ def test_hash_is_canonical():
     # a different weight or config: a different hash
     state2 = dict(state)
     key = next(k for k in state2 if k.endswith("weight"))
-    state2[key] = state2[key].clone()
+    state2[key] = state2[key].clone().contiguous()
     state2[key].view(-1)[0] += 1e-6
     assert model_sha256(state2, model.config, "temporal") != h
     assert model_sha256(model, {**model.config, "dropout": 0.5}) != h

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from stran.engine.labels import validate_label
 from stran.io.study import CineStudy
 from stran.phantom import (
     PROFILE_NAMES,
@@ -141,7 +142,9 @@ def test_truth_json_and_scar_label(study_a):
     assert 20 < d["ef_pct"] < 80 and d["edv_ml"] > d["esv_ml"] > 0 and d["lv_mass_g"] > 50
     assert PhantomConfig.from_dict(d["config"]).to_dict() == study_a.config.to_dict()
     label = t.scar_label()
-    assert set(label) == {"study_label", "slice_labels", "source", "reviewer", "comment"}
+    assert set(label) == {"study_label", "slice_labels", "segment_labels", "source", "reviewer", "comment"}
+    assert label["segment_labels"] == [int(r["scar_extent_pct"] > 0) for r in t.segments] and len(t.segments) == 17
+    assert validate_label(label, n_slices=len(t.slice_labels)).segment_labels == tuple(label["segment_labels"])
     assert label["source"] == "LGE" and label["reviewer"] == "phantom-generator"
     assert label["slice_labels"] == t.slice_labels and "scenario A" in label["comment"]
 

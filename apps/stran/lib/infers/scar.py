@@ -1,4 +1,5 @@
-"""Infer task ``scar``: detection result JSON + attention map (4D NIfTI on the input study's grid).
+"""Infer task ``scar``: detection result JSON + the map shown over the cine (4D NIfTI on the input study's grid):
+the scar probability map for a network with a map head (``result["map"] == "scar"``), else its attention map.
 
 It subclasses MONAI Label's ``InferTask`` rather than ``BasicInferTask``: the
 study loading (DICOM grouping, sidecar identity), preprocessing, the
@@ -30,7 +31,8 @@ class ScarInfer(InferTask):
             type=InferType.CLASSIFICATION,
             labels={"no scar": 0, "scar": 1},
             dimension=3,
-            description=f"Scar probability per study and per slice, with attention maps ({config.network_name})",
+            description=f"Scar probability per study, per slice and per AHA segment, with the scar map "
+            f"({config.network_name})",
             config={"mc_samples": config.mc_samples, "with_attention": True},
         )
         self.scar_config = config

@@ -24,6 +24,7 @@ from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.labels import read_label_file
 from stran.engine.trainer import TrainConfig, Trainer
 from stran.models import available_models, load_checkpoint
+from stran.models.registry import stored_config
 
 if TYPE_CHECKING:
     from lib.configs.scar import ScarConfig
@@ -146,6 +147,7 @@ class ScarTrainer(TrainTask):
         run_dir = Path(self.scar_config.model_dir) / "runs" / f"{self.scar_config.name}-{started:%Y%m%d-%H%M%S}"
         config = TrainConfig(
             model=opts["network"],
+            model_config=stored_config(opts["network"], load_checkpoint(init)[1]["config"]) if init else {},
             epochs=opts["epochs"],
             lr=opts["lr"],
             batch_size=opts["batch_size"],

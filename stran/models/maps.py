@@ -1,0 +1,151 @@
+"""The scar-map head of the ST family: per-pixel maps from the stage features, and the decisions read off them.
+
+:class:`MapDecoder` turns the four stage outputs (B, C_i, S, T, h_i, w_i) into four logit maps on the input grid
+(B, 4, S, T, H, W): LV blood pool, LV myocardium (scar included), RV blood pool and scar. Top-down: a 1x1x1
+projection of every stage to ``channels``, nearest upsampling and sum (a feature pyramid), one 3x3 in-plane
+convolution per level, then, at the stem's resolution, the raw space-to-depth patch of the input joins the
+features and a two-layer per-patch MLP predicts every pixel of its f x f patch (depth-to-space). Slices and phases
+keep their own maps: scar moves with the tissue.
+
+Decisions read off the maps (:func:`map_decisions`): the scar probability of a pixel is
+``p_scar * p_myocardium`` (the gate keeps the map on the wall); the evidence of a slice is
+``log(1 + expected scar pixels per phase)``; a study's is the same over all slices, an AHA segment's over its
+sector of the slices of its level (:func:`aha_segment_ids`). A learned affine per level turns evidence into a logit,
+so the study verdict, the slice scores and the segment scores are exactly what the map shows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import BatchNorm6d, MCDropout, Pointwise, plane_unview, plane_view, space_to_depth
+
+MAP_CHANNELS = ("lv", "myocardium", "rv", "scar")
+N_SEGMENTS = 17
+BASAL_ORDER = (2, 1, 6, 5, 4, 3)  # 60-degree sectors counted from the RV centre towards anterior
+APICAL_ORDER = (14, 13, 16, 15)  # 90-degree sectors, the septal one centred on the RV
+
+
+def _conv_plane(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    b, _, s, t, _, _ = x.shape
+    return plane_unview(conv(plane_view(x)), b, s, t)
+
+
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    b, _, s, t, h, w = x.shape
+    if (h, w) == tuple(size):
+        return x
+    return plane_unview(F.interpolate(plane_view(x), size=size, mode="nearest"), b, s, t)
+
+
+def depth_to_space(x: torch.Tensor, factor: int, channels: int) -> torch.Tensor:
+    """(B, channels*f*f, S, T, h, w) -> (B, channels, S, T, h*f, w*f): each feature pixel's f x f patch."""
+    b, _, s, t, h, w = x.shape
+    y = x.reshape(b, channels, factor, factor, s, t, h, w).permute(0, 1, 4, 5, 6, 2, 7, 3)
+    return y.reshape(b, channels, s, t, h * factor, w * factor)
+
+
+class MapDecoder(nn.Module):
+    """Feature pyramid over the stage outputs + per-patch pixel heads (see the module docstring)."""
+
+    def __init__(self, widths: tuple[int, ...], stem_stride: int, channels: int = 32, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop = MCDropout(dropout)
+        self.stem_stride = stem_stride
+        self.lateral = nn.ModuleList(Pointwise(w, channels) for w in widths)
+        self.smooth = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in widths)
+        self.norms = nn.ModuleList(BatchNorm6d(channels) for _ in widths)
+        patch = stem_stride * stem_stride
+        self.pixel_hidden = Pointwise(channels + patch, channels, bias=True)
+        self.tissue_out = Pointwise(channels, 3 * patch, bias=True)  # LV blood, myocardium, RV blood
+        self.scar_hidden = Pointwise(channels + 2 * patch, channels, bias=True)
+        self.scar_out = Pointwise(channels, patch, bias=True)
+        with torch.no_grad():  # start with maps that say "nothing here" (scar: rarely); the losses lift them
+            self.tissue_out.linear.bias.fill_(-2.0)
+            self.scar_out.linear.bias.fill_(-4.0)
+
+    def forward(self, x: torch.Tensor, stages: list[torch.Tensor]) -> torch.Tensor:
+        y = None
+        for i in range(len(stages) - 1, -1, -1):
+            lat = self.lateral[i](stages[i])
+            y = lat if y is None else lat + _upsample(y, tuple(lat.shape[-2:]))
+            y = F.relu(self.norms[i](_conv_plane(self.smooth[i], y)))
+        f = self.stem_stride
+        b, _, s, t, h, w = x.shape
+        raw = space_to_depth(x, f)
+        y = _upsample(y, tuple(raw.shape[-2:]))
+        hidden = self.drop(F.relu(self.pixel_hidden(torch.cat([y, raw], dim=1))))
+        tissue = depth_to_space(self.tissue_out(hidden), f, 3)
+        # the scar head reads every pixel against the wall's own signal in that slice and phase, as a reader does
+        # (scar is darker than remote myocardium; the global intensity scale differs between scanners)
+        p_myo = torch.sigmoid(tissue[:, 1:2]).detach()
+        image = depth_to_space(raw, f, 1)
+        wall = (p_myo * image).sum(dim=(-2, -1), keepdim=True) / p_myo.sum(dim=(-2, -1), keepdim=True).clamp_min(1.0)
+        relative = space_to_depth(image / wall.clamp_min(1e-3) - 1.0, f)
+        scar_hidden = self.drop(F.relu(self.scar_hidden(torch.cat([hidden, raw, relative], dim=1))))
+        scar = depth_to_space(self.scar_out(scar_hidden), f, 1)
+        return torch.cat([tissue, scar], dim=1)[..., :h, :w]
+
+
+def scar_probability(maps: torch.Tensor, *, gate_gradient: bool = True) -> torch.Tensor:
+    """(B, 4, S, T, H, W) logits -> (B, S, T, H, W) probability of scar in the myocardium. With
+    ``gate_gradient=False`` the myocardium gate passes no gradient (the decisions do not teach the myocardium map:
+    scar-free studies would otherwise push the whole wall's probability down)."""
+    myo = torch.sigmoid(maps[:, 1])
+    return torch.sigmoid(maps[:, 3]) * (myo if gate_gradient else myo.detach())
+
+
+def _centroids(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability-weighted centre (rows, cols) of (..., H, W) maps and their mass."""
+    h, w = p.shape[-2:]
+    rows = torch.arange(h, dtype=p.dtype, device=p.device)
+    cols = torch.arange(w, dtype=p.dtype, device=p.device)
+    mass = p.sum(dim=(-2, -1))
+    safe = mass.clamp_min(1e-6)
+    r = (p.sum(dim=-1) * rows).sum(dim=-1) / safe
+    c = (p.sum(dim=-2) * cols).sum(dim=-1) / safe
+    return torch.stack([r, c], dim=-1), mass
+
+
+@torch.no_grad()
+def aha_segment_ids(maps: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    """AHA segment (1-16) of every pixel of every slice, (B, S, H, W), placed as a reader places them.
+
+    The LV centre of each slice is the centre of its LV blood-pool map (mean over phases); the septum is centred on
+    the direction from the LV to the RV (one direction per study, from every slice's RV map); the patient's
+    anterior direction in the image (``geometry[:, :2]``, from the DICOM orientation) fixes the sense of rotation
+    (anterior lies 90 degrees from the septum). Levels: the slices from the base to the apex (``geometry[:, 2]`` is
+    1 when the last slice is the most apical) in thirds: basal (segments 1-6), mid (7-12), apical (13-16).
+    Segment 17 (apex cap) is the whole ring of the most apical slice (see :func:`map_decisions`).
+    """
+    b, _, s, _, h, w = maps.shape
+    p_lv = torch.sigmoid(maps[:, 0]).mean(dim=2)  # (B, S, H, W)
+    p_rv = torch.sigmoid(maps[:, 2]).mean(dim=2)
+    lv_c, lv_mass = _centroids(p_lv)  # (B, S, 2)
+    default = torch.tensor([(h - 1) / 2.0, (w - 1) / 2.0], dtype=maps.dtype, device=maps.device)
+    lv_c = torch.where((lv_mass > 5.0)[..., None], lv_c, default)
+    rv_c, rv_mass = _centroids(p_rv)
+    rv_vec = ((rv_c - lv_c) * rv_mass[..., None]).sum(dim=1)  # (B, 2) in (row, col)
+    anterior = geometry[:, :2].to(maps.dtype)
+    rv_vec = torch.where(rv_vec.norm(dim=-1, keepdim=True) > 1e-3, rv_vec, anterior)
+    theta_rv = torch.atan2(rv_vec[:, 0], rv_vec[:, 1])  # angle in the (col, row) plane
+    theta_ant = torch.atan2(anterior[:, 0], anterior[:, 1])
+    sense = torch.where(torch.remainder(theta_ant - theta_rv, 2 * math.pi) < math.pi, 1.0, -1.0)  # (B,)
+    rows = torch.arange(h, dtype=maps.dtype, device=maps.device).view(1, 1, h, 1)
+    cols = torch.arange(w, dtype=maps.dtype, device=maps.device).view(1, 1, 1, w)
+    ang = torch.atan2(rows - lv_c[..., 0, None, None], cols - lv_c[..., 1, None, None])  # (B, S, H, W)
+    psi = torch.remainder((ang - theta_rv.view(b, 1, 1, 1)) * sense.view(b, 1, 1, 1), 2 * math.pi)
+    basal = torch.tensor(BASAL_ORDER, device=maps.device)[(psi / (math.pi / 3)).long().clamp(0, 5)]
+    apical = torch.tensor(APICAL_ORDER, device=maps.device)[
+        (torch.remainder(psi + math.pi / 4, 2 * math.pi) / (math.pi / 2)).long().clamp(0, 3)
+    ]
+    j = torch.arange(s, device=maps.device, dtype=maps.dtype)
+    from_base = torch.where(geometry[:, 2:3] > 0.5, j, s - 1 - j)  # (B, S)
+    frac = (from_base + 0.5) / s
+    level = (frac >= 1 / 3).long() + (frac >= 2 / 3).long()  # 0 basal, 1 mid, 2 apical
+    lvl = level[..., None, None]
+    return torch.where(lvl == 0, basal, torch.where(lvl == 1, basal + 6, apical))
