@@ -3,12 +3,15 @@
 # idempotent (a second run only checks the stamps: 0.01 s).
 
 PYTHON ?= python3.11
+# The machine's cores are shared: OpenMP threads that spin-wait were measured up to 6x slower under load than
+# passive ones (docs/models.md), so every target runs PyTorch with passive waiting.
+export OMP_WAIT_POLICY ?= PASSIVE
 VENV := .venv
 SVENV := .venv-slicer
 PY := $(VENV)/bin/python
 SPY := $(SVENV)/bin/python
 
-.PHONY: setup demo serve test test-server test-slicer test-quick lint bench demo-model compare sample-data clean-venvs
+.PHONY: setup demo serve test test-server test-slicer test-quick lint bench demo-model compare bound sample-data clean-venvs
 
 setup: $(VENV)/.stamp $(SVENV)/.stamp
 
@@ -61,9 +64,14 @@ bench: $(VENV)/.stamp
 demo-model: $(VENV)/.stamp
 	$(PY) training/train_demo_model.py
 
-# The budget of training/results/comparison.md (35-50 min on 2 cores); drop the flags for the full budget (hours).
+# The budget of training/results/comparison.md (about 2 h on 2 cores for the 11 runs); drop the flags for the
+# demo model's budget per run (about 9 h).
 compare: $(VENV)/.stamp
-	$(PY) training/compare.py --train-studies 192 --epochs 2 --batch-size 4
+	$(PY) training/compare.py --train-studies 384 --epochs 8
+
+# The bound: a reader with perfect contours (training/results/bound.md; ~10 min the first time).
+bound: $(VENV)/.stamp
+	$(PY) training/bound.py
 
 clean-venvs:
 	rm -rf $(VENV) $(SVENV)

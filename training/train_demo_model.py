@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import shutil
+from pathlib import Path
 
 from bound import load_bound
 from experiment import (
@@ -31,7 +32,8 @@ from model_card import model_card
 from stran.atomic import atomic_write_text, atomic_write_with
 from stran.engine.evaluate import evaluate_checkpoint
 from stran.engine.trainer import Trainer
-from stran.models import load_checkpoint
+from stran.models import build_model, load_checkpoint
+from stran.models.checkpoint import read_checkpoint
 
 MODEL_DIR = REPO / "apps" / "stran" / "model"
 REPORT_DIR = REPO / "training" / "results" / "demo_model"
@@ -43,11 +45,30 @@ def training_minutes(history_path) -> float:
     return sum(h["seconds"] for h in json.loads(history_path.read_text())) / 60
 
 
+def second_stage_only(trainer: Trainer, run: Path) -> Path:
+    """The second stage on a finished first stage (``run``/best.pt and history.json): a fresh wall reader fitted on the
+    frozen maps. The first stage's reader does not shape the maps (its measures carry no gradient into them)."""
+    payload = read_checkpoint(run / "best.pt")
+    model = build_model(trainer.config.model, **trainer.config.model_config)
+    maps = {k: v for k, v in payload["model"].items() if not k.startswith("reader.")}
+    model.load_state_dict({**model.state_dict(), **maps})
+    extra = payload["extra"]
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "history.json", RUN_DIR / "history.json")
+    best = {"epoch": extra["epoch"], "val_loss": extra["val_loss"], "val_auc": extra["val_auc"],
+            "threshold": extra["threshold"]}
+    trainer.refit_reader(model.state_dict(), best)
+    return RUN_DIR / "best.pt"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=RECIPE_EPOCHS)
     parser.add_argument("--card-only", action="store_true",
                         help="rewrite MODEL_CARD.md from the finished run and its reports (no training)")
+    parser.add_argument("--maps-from", type=Path, default=None,
+                        help="a finished first-stage run folder of this recipe: take its best maps, run the second "
+                        "stage (the wall reader) only")
     args = parser.parse_args()
     train, val = train_val_records()
     config = recipe("stran", epochs=args.epochs)
@@ -56,12 +77,16 @@ def main() -> None:
     if args.card_only:
         reports = {name: json.loads((REPORT_DIR / name / "metrics.json").read_text()) for name in cohorts}
     else:
-        result = Trainer(config, train, val, RUN_DIR, cache_dir=CACHE,
-                         trained_on=f"synthetic phantoms: {TRAIN_COHORT.describe()}").fit()
-        reports = {name: evaluate_checkpoint(result.best_checkpoint, records(), REPORT_DIR / name, cache_dir=CACHE,
+        trainer = Trainer(config, train, val, RUN_DIR, cache_dir=CACHE,
+                          trained_on=f"synthetic phantoms: {TRAIN_COHORT.describe()}")
+        if args.maps_from:
+            best_checkpoint = second_stage_only(trainer, args.maps_from)
+        else:
+            best_checkpoint = trainer.fit().best_checkpoint
+        reports = {name: evaluate_checkpoint(best_checkpoint, records(), REPORT_DIR / name, cache_dir=CACHE,
                                              title=f"Demo model: held-out synthetic {name} cohort")
                    for name, records in cohorts.items()}
-        atomic_write_with(target, lambda tmp: shutil.copyfile(result.best_checkpoint, tmp))
+        atomic_write_with(target, lambda tmp: shutil.copyfile(best_checkpoint, tmp))
     _, meta = load_checkpoint(target)
     minutes = training_minutes(RUN_DIR / "history.json")
     card = model_card(meta, reports, load_bound(), config, minutes, len(train), len(val))

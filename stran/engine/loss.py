@@ -31,7 +31,7 @@ class LossWeights:
     unit: float = 1.0
 
 
-def _bce_known(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor | None:
+def bce_known(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor | None:
     known = target != UNKNOWN
     if not known.any():
         return None
@@ -88,15 +88,15 @@ class ScarLoss(torch.nn.Module):
 
     def parts(self, output: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
-        study = _bce_known(output["study_logit"], batch["study_target"], self.study_pos_weight)
+        study = bce_known(output["study_logit"], batch["study_target"], self.study_pos_weight)
         if study is not None:
             parts["study"] = study
         if self.weights.slice > 0:
-            sl = _bce_known(output["slice_logits"], batch["slice_target"], self.slice_pos_weight)
+            sl = bce_known(output["slice_logits"], batch["slice_target"], self.slice_pos_weight)
             if sl is not None:
                 parts["slice"] = sl
         if self.weights.segment > 0 and "segment_logits" in output and "segment_target" in batch:
-            seg = _bce_known(output["segment_logits"], batch["segment_target"], self.segment_pos_weight)
+            seg = bce_known(output["segment_logits"], batch["segment_target"], self.segment_pos_weight)
             if seg is not None:
                 parts["segment"] = seg
         has = batch.get("has_labels")
@@ -109,7 +109,7 @@ class ScarLoss(torch.nn.Module):
             if self.weights.unit > 0 and "unit_logits" in output:
                 target = unit_targets(labels, output["aha_ids"][has])
                 target = torch.where(output["unit_valid"][has], target, torch.full_like(target, UNKNOWN))
-                unit = _bce_known(output["unit_logits"][has], target, self.segment_pos_weight)
+                unit = bce_known(output["unit_logits"][has], target, self.segment_pos_weight)
                 if unit is not None:
                     parts["unit"] = unit
         return parts

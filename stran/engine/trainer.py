@@ -60,6 +60,7 @@ class TrainConfig:
     segment_loss_weight: float = 0.5
     pixel_loss_weight: float = 1.0
     unit_loss_weight: float = 1.0
+    refit_reader: bool = True  # networks with a map head: refit the wall reader on the frozen maps at the end
     seed: int = 0
     augment: bool = True
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
@@ -272,6 +273,8 @@ class Trainer:
 
         if best["epoch"] < 0:
             raise RuntimeError("training finished without a single validated epoch")
+        if c.refit_reader and getattr(model, "map_head", False):
+            best = self.refit_reader(best_model, best, progress, callback)
         return TrainResult(
             best_checkpoint=self.out_dir / BEST_FILE,
             best_epoch=best["epoch"],
@@ -282,6 +285,30 @@ class Trainer:
             stopped_early=stopped_early,
             resumed_from_epoch=resumed_from,
         )
+
+    def refit_reader(self, state: dict[str, torch.Tensor], best: dict[str, Any], progress: bool = True,
+                     callback: ProgressCallback | None = None) -> dict[str, Any]:
+        """Second stage (``stran.engine.reader_fit``): a fresh wall reader fitted on the measures of the best epoch's
+        maps, frozen; rewrites best.pt with it and its validation threshold."""
+        from stran.engine.reader_fit import fit_reader, measure
+
+        model = self._model_with(state)
+        t0 = time.perf_counter()
+
+        def report(done: int, total: int) -> None:
+            if callback:
+                callback({"event": "reader", "done": done, "total": total})
+
+        train = measure(model, self.train_records, self.config.preprocess, self.cache_dir, progress=report)
+        val = measure(model, self.val_records, self.config.preprocess, self.cache_dir, progress=report)
+        threshold, val_auc = fit_reader(model, train, val, seed=self.config.seed)
+        best = {**best, "threshold": threshold, "val_auc": val_auc, "reader_refit": True}
+        self._save_best(model, best)
+        message = f"wall reader refitted on the frozen maps: val AUC {val_auc:.3f}, {time.perf_counter() - t0:.0f} s"
+        log.info(message)
+        if progress:
+            tqdm.write(message)
+        return best
 
     def _loss(self) -> ScarLoss:
         c, recs = self.config, self.train_records
@@ -359,5 +386,6 @@ class Trainer:
             "val_ids": sorted(r.study_id for r in self.val_records),
             "train_ids_sha256": _ids_digest(self.train_records),
             "train_config": self.config.to_dict(),
+            "reader_refit": bool(best.get("reader_refit", False)),
         }
         save_checkpoint(self.out_dir / BEST_FILE, model, name=self.config.model, config=self.config.model_config, extra=extra)

@@ -5,7 +5,7 @@ reader does (and what the bound of ``stran.phantom.reader`` does with perfect co
 AHA sector of it, measure the wall's signal against the rest of the wall, the share of dark wall pixels, the wall
 against the blood pool, the end-diastolic wall thickness and its systolic thickening, and the scar map's own
 evidence there; a small network turns these measures into a scar logit per unit (slice x sector). Slices, segments
-and the study take the soft maximum (log-sum-exp) of their units.
+and the study take the soft maximum (log-sum-exp) of their units, calibrated by a learned affine per level.
 
 All measures are computed from the maps without gradient (the maps are taught by the pixel targets); the unit network
 learns from the slice, segment and study labels and, where a label map exists, from each unit's own truth (scar
@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 N_IDS = 18  # AHA ids 0-17 on a slice (0: unused)
-N_FEATURES = 9
-DARK = 0.8  # a wall pixel is "dark" below this fraction of its slice's wall signal
+N_FEATURES = 13
+DARK = (0.7, 0.8, 0.9)  # a wall pixel is "dark" below these fractions of its slice's wall signal
 
 
 def _sums(values: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -44,15 +45,18 @@ def _thickness(wall: torch.Tensor, blood: torch.Tensor, sectors: torch.Tensor) -
 class WallReader(nn.Module):
     """Unit measures -> unit logits -> slice, segment and study logits (see the module docstring)."""
 
-    def __init__(self, hidden: int = 32) -> None:
+    def __init__(self, hidden: int = 64) -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(N_FEATURES)
         self.net = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
+        # calibration of the soft maxima (study, slice, segment): a log-sum-exp over many units runs high
+        self.scale = nn.Parameter(torch.ones(3))
+        self.offset = nn.Parameter(torch.tensor([4.0, 2.0, 1.0]))
 
     @torch.no_grad()
     def measures(self, image: torch.Tensor, maps: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features (B, S*18, 9), unit wall mass (B, S*18)) from the image (B, 1, S, T, H, W), the map logits and the
+        """(features (B, S*18, 13), unit wall mass (B, S*18)) from the image (B, 1, S, T, H, W), the map logits and the
         AHA ids (B, S, H, W)."""
         x = image[:, 0]
         b, s, t = x.shape[:3]
@@ -69,8 +73,13 @@ class WallReader(nn.Module):
         study_wall = (wall * x).sum(dim=(1, 2, 3, 4)) / wall.sum(dim=(1, 2, 3, 4)).clamp_min(1e-3)  # (B,)
         per_unit = lambda v: v.repeat_interleave(N_IDS, dim=1)  # noqa: E731 - (B, S) -> (B, S*18)
         ref = slice_wall[:, :, None, None, None]
-        dark = torch.sigmoid((DARK * ref - x) / (0.05 * ref.clamp_min(1e-3)))
-        dark_share = _sums(dark, wall, ids, n) / safe
+        # the wall's core (a pixel whose 3x3 neighbourhood is all wall): free of partial volume with the blood pool
+        core = -F.max_pool2d(-wall.reshape(b * s * t, 1, *x.shape[3:]), 3, stride=1, padding=1).view_as(wall)
+        core_mass = _sums(ones, core, ids, n).clamp_min(1e-3)
+        core_mean = _sums(x, core, ids, n) / core_mass
+        dark_share = [_sums(torch.sigmoid((k * ref - x) / (0.05 * ref.clamp_min(1e-3))), wall, ids, n) / safe
+                      for k in DARK]
+        core_dark = _sums(torch.sigmoid((DARK[1] * ref - x) / (0.05 * ref.clamp_min(1e-3))), core, ids, n) / core_mass
         scar_mean = _sums(scar, wall, ids, n) / safe
         # thickness at end-diastole (largest LV blood pool) and end-systole (smallest), per unit
         lv_area = lv.sum(dim=(1, 3, 4))  # (B, T)
@@ -92,7 +101,9 @@ class WallReader(nn.Module):
                 mean / per_unit(slice_wall).clamp_min(1e-3),
                 mean / study_wall[:, None].clamp_min(1e-3),
                 mean / per_unit(slice_blood).clamp_min(1e-3),
-                dark_share,
+                *dark_share,
+                core_mean / per_unit(slice_wall).clamp_min(1e-3),
+                core_dark,
                 ed_t,
                 ed_t / study_t.clamp_min(1e-3),
                 (es_t - ed_t) / ed_t.clamp_min(0.5),
@@ -103,25 +114,30 @@ class WallReader(nn.Module):
         )
         return torch.nan_to_num(features), mass / t
 
-    def forward(self, image: torch.Tensor, maps: torch.Tensor, ids: torch.Tensor, apex_last: torch.Tensor,
-                min_mass: float = 4.0) -> dict[str, torch.Tensor]:
-        features, mass = self.measures(image, maps, ids)
+    def decide(self, features: torch.Tensor, mass: torch.Tensor, apex_last: torch.Tensor,
+               min_mass: float = 4.0) -> dict[str, torch.Tensor]:
+        """Unit logits from the measures (B, S*18, 13), and the slice, segment and study logits (soft maxima)."""
         b, n, _ = features.shape
         s = n // N_IDS
         valid = mass >= min_mass  # units with at least a few wall pixels per phase
         logits = self.net(self.norm(features.reshape(b * n, -1))).view(b, n)
         masked = logits.masked_fill(~valid, -30.0)
         per_slice = masked.view(b, s, N_IDS)
-        out = {
+        slices = torch.logsumexp(per_slice, dim=2)
+        segments = torch.logsumexp(per_slice.transpose(1, 2)[:, 1:17], dim=2)  # (B, 16): over the slices
+        apex = torch.where(apex_last > 0.5, slices[:, -1], slices[:, 0])
+        return {
             "unit_logits": logits.view(b, s, N_IDS),
             "unit_valid": valid.view(b, s, N_IDS),
-            "slice_logits": torch.logsumexp(per_slice, dim=2),
-            "study_logit": torch.logsumexp(masked, dim=1),
+            "study_logit": self.scale[0] * (torch.logsumexp(masked, dim=1) - self.offset[0]),
+            "slice_logits": self.scale[1] * (slices - self.offset[1]),
+            "segment_logits": self.scale[2] * (torch.cat([segments, apex[:, None]], dim=1) - self.offset[2]),
         }
-        segments = torch.logsumexp(per_slice.transpose(1, 2)[:, 1:17], dim=2)  # (B, 16): over the slices
-        apex = torch.where(apex_last > 0.5, out["slice_logits"][:, -1], out["slice_logits"][:, 0])
-        out["segment_logits"] = torch.cat([segments, apex[:, None]], dim=1)
-        return out
+
+    def forward(self, image: torch.Tensor, maps: torch.Tensor, ids: torch.Tensor,
+                apex_last: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, mass = self.measures(image, maps, ids)
+        return self.decide(features, mass, apex_last)
 
 
 def unit_targets(labels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,7 @@ class ScarTrainer(TrainTask):
             seed=opts["seed"],
             patience=max(3, opts["epochs"]),
             init_checkpoint=init,
+            refit_reader=False,  # a few reviewed studies, an interactive budget: the reader is fine-tuned with the rest
         )
         base = {"status": "RUNNING", "started": started.isoformat(timespec="seconds"), "options": opts,
                 "train_studies": len(train), "val_studies": len(val), "initialised_from": init}
