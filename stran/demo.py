@@ -145,9 +145,9 @@ def draw_picture(detection: Any, path: Path, scar: np.ndarray | None = None) -> 
     im = ax_img.imshow(overlay, cmap="hot", alpha=0.55, vmin=0, vmax=1)
     if scar is not None and scar.shape[:2] == (cine.shape[1], cine.shape[0]) and scar[s, t].any():
         ax_img.contour(scar[s, t].astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
-    rows, cols = np.nonzero(attention[t, s] > 0)
-    if rows.size:  # zoom on the region the network saw (the heart crop), with a margin
-        margin = max(np.ptp(rows), np.ptp(cols)) // 2 + 4
+    rows, cols = np.nonzero(attention[t, s] > 0.05)
+    if rows.size:  # zoom on the heart around the map's hot area
+        margin = max(np.ptp(rows), np.ptp(cols)) // 2 + 30
         ax_img.set_xlim(max(cols.min() - margin, 0) - 0.5, min(cols.max() + margin, cine.shape[3] - 1) + 0.5)
         ax_img.set_ylim(min(rows.max() + margin, cine.shape[2] - 1) + 0.5, max(rows.min() - margin, 0) - 0.5)
     outline = "; cyan: truth scar" if scar is not None else ""
