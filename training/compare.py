@@ -2,7 +2,7 @@
 
     python training/compare.py                      # everything (resumes: finished runs are kept)
     python training/compare.py --networks stran,cnn3d --epochs 12
-    python training/compare.py --train-studies 384 --epochs 8   # the budget of training/results/comparison.md
+    python training/compare.py --train-studies 256 --epochs 6   # the budget of training/results/comparison.md
 
 Every run uses the recipe of training/experiment.py (``recipe``): the networks with a scar-map head (the ST family
 on the true 4-D layout) learn from every target; the others (the authors' layout, 3D CNN, CNN-LSTM, R(2+1)D) from

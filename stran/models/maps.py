@@ -1,17 +1,16 @@
-"""The scar-map head of the ST family: per-pixel maps from the stage features, and the decisions read off them.
+"""The scar-map head of the ST family: per-pixel maps from the stage features, and the AHA segments on them.
 
 :class:`MapDecoder` turns the four stage outputs (B, C_i, S, T, h_i, w_i) into four logit maps on the input grid
 (B, 4, S, T, H, W): LV blood pool, LV myocardium (scar included), RV blood pool and scar. Top-down: a 1x1x1
 projection of every stage to ``channels``, nearest upsampling and sum (a feature pyramid), one 3x3 in-plane
 convolution per level, then, at the stem's resolution, the raw space-to-depth patch of the input joins the
-features and a two-layer per-patch MLP predicts every pixel of its f x f patch (depth-to-space). Slices and phases
-keep their own maps: scar moves with the tissue.
+features and per-patch MLPs predict every pixel of its f x f patch (depth-to-space); the scar MLP also reads each
+pixel against the wall's own signal in its slice and phase. Slices and phases keep their own maps: scar moves with
+the tissue.
 
-Decisions read off the maps (:func:`map_decisions`): the scar probability of a pixel is
-``p_scar * p_myocardium`` (the gate keeps the map on the wall); the evidence of a slice is
-``log(1 + expected scar pixels per phase)``; a study's is the same over all slices, an AHA segment's over its
-sector of the slices of its level (:func:`aha_segment_ids`). A learned affine per level turns evidence into a logit,
-so the study verdict, the slice scores and the segment scores are exactly what the map shows.
+The map shown over the cine is ``p_scar * p_myocardium`` (:func:`scar_probability`: the gate keeps it on the
+wall). :func:`aha_segment_ids` places the AHA segments on every slice from the LV and RV maps; the decisions are
+made by the wall reader (``stran.models.wall_reader``) on measures of these maps.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from torch import nn
 from .common import BatchNorm6d, MCDropout, Pointwise, plane_unview, plane_view, space_to_depth
 
 MAP_CHANNELS = ("lv", "myocardium", "rv", "scar")
-N_SEGMENTS = 17
 BASAL_ORDER = (2, 1, 6, 5, 4, 3)  # 60-degree sectors counted from the RV centre towards anterior
 APICAL_ORDER = (14, 13, 16, 15)  # 90-degree sectors, the septal one centred on the RV
 
@@ -91,12 +89,9 @@ class MapDecoder(nn.Module):
         return torch.cat([tissue, scar], dim=1)[..., :h, :w]
 
 
-def scar_probability(maps: torch.Tensor, *, gate_gradient: bool = True) -> torch.Tensor:
-    """(B, 4, S, T, H, W) logits -> (B, S, T, H, W) probability of scar in the myocardium. With
-    ``gate_gradient=False`` the myocardium gate passes no gradient (the decisions do not teach the myocardium map:
-    scar-free studies would otherwise push the whole wall's probability down)."""
-    myo = torch.sigmoid(maps[:, 1])
-    return torch.sigmoid(maps[:, 3]) * (myo if gate_gradient else myo.detach())
+def scar_probability(maps: torch.Tensor) -> torch.Tensor:
+    """(B, 4, S, T, H, W) logits -> (B, S, T, H, W) probability of scar in the myocardium."""
+    return torch.sigmoid(maps[:, 3]) * torch.sigmoid(maps[:, 1])
 
 
 def _centroids(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +115,7 @@ def aha_segment_ids(maps: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
     anterior direction in the image (``geometry[:, :2]``, from the DICOM orientation) fixes the sense of rotation
     (anterior lies 90 degrees from the septum). Levels: the slices from the base to the apex (``geometry[:, 2]`` is
     1 when the last slice is the most apical) in thirds: basal (segments 1-6), mid (7-12), apical (13-16).
-    Segment 17 (apex cap) is the whole ring of the most apical slice (see :func:`map_decisions`).
+    Segment 17 (apex cap) is read on the most apical slice (``stran.models.wall_reader``).
     """
     b, _, s, _, h, w = maps.shape
     p_lv = torch.sigmoid(maps[:, 0]).mean(dim=2)  # (B, S, H, W)
