@@ -103,6 +103,8 @@ def train_step_fn(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], objec
         loss = F.binary_cross_entropy_with_logits(out["study_logit"], y_study) + F.binary_cross_entropy_with_logits(
             out["slice_logits"], y_slices
         )
+        if "maps" in out:  # a map head learns from its pixel loss (its decisions pass no gradient into the maps)
+            loss = loss + F.binary_cross_entropy_with_logits(out["maps"], torch.zeros_like(out["maps"]))
         loss.backward()
         return loss
 
@@ -239,7 +241,8 @@ def layer_table(runs: int, warmup: int, spatial_kernel: int = 3, temporal_kernel
 
 
 DESIGN_CASES: list[tuple[str, str, dict]] = [
-    ("ST-RAN default (4d, depthwise temporal, 2 units/block, space-to-depth 4 stem)", "stran", {}),
+    ("ST-RAN default (4d, depthwise temporal, 2 units/block, space-to-depth 4 stem, scar-map head)", "stran", {}),
+    ("without the map head (global-feature heads, as before the recipe)", "stran", {"map_head": "none"}),
     ("temporal kernel mixes channels (temporal_mode=full)", "stran", {"temporal_mode": "full"}),
     ("1 unit per block", "stran", {"units_per_block": 1}),
     (

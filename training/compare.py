@@ -7,7 +7,8 @@
 Every run uses the recipe of training/experiment.py (``recipe``): the networks with a scar-map head (the ST family
 on the true 4-D layout) learn from every target; the others (the authors' layout, 3D CNN, CNN-LSTM, R(2+1)D) from
 the study and slice labels their heads can take. Ablations of ST-RAN: without attention (= ``spatiotemporal``), without
-the map head, and with the map head but study labels only. The bound (a reader with perfect contours,
+the map head, with the map head but study labels only, 10 input phases instead of 20, 48 x 48 px at 2 mm instead of
+64 x 64 at 1.5 mm. The bound (a reader with perfect contours,
 training/bound.py) is printed beside the table.
 
 Writes training/results/comparison.md (+ comparison.json and one report folder per run).
@@ -28,6 +29,7 @@ from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.evaluate import evaluate_checkpoint
 from stran.engine.trainer import TrainConfig, Trainer
 from stran.models import build_model
+from stran.transforms.preprocess import PreprocessConfig
 
 RESULTS = REPO / "training" / "results"
 RUNS = WORK / "runs" / "compare"
@@ -44,6 +46,9 @@ RUNS_SPEC: dict[str, tuple[str, dict, str]] = {
         {"pixel_loss_weight": 0.0, "unit_loss_weight": 0.0, "segment_loss_weight": 0.0, "slice_loss_weight": 0.0},
         "ablation: ST-RAN, study labels only",
     ),
+    "stran_10_phases": ("stran", {"preprocess": PreprocessConfig(n_phases=10)}, "ablation: ST-RAN, 10 phases"),
+    "stran_48px_2mm": ("stran", {"preprocess": PreprocessConfig(size=48, spacing_mm=2.0)},
+                       "ablation: ST-RAN, 48 x 48 px at 2 mm"),
     "stran_paper_layout": ("stran_paper_layout", {}, "ST-RAN (authors' layout)"),
     "cnn3d": ("cnn3d", {}, "state of the art"),
     "cnn_lstm": ("cnn_lstm", {}, "state of the art"),
