@@ -59,6 +59,8 @@ bench: $(VENV)/.stamp
 	$(PY) training/bench_io.py
 	$(PY) training/bench_models.py
 	$(PY) training/bench_server.py
+	$(PY) training/bench_cli.py
+	$(PY) training/bench_preprocess.py
 
 # The shipped demo model (apps/stran/model/pretrained_scar.pt + MODEL_CARD.md) and the paper's comparison.
 demo-model: $(VENV)/.stamp

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from stran.resources import APP_DIR, REPO, SAMPLES
+from stran.serve import ensure_samples, fill_datastore, server_command
 
-from stran.serve import REPO, SAMPLES, ensure_samples, fill_datastore, server_command
+if TYPE_CHECKING:
+    import numpy as np
 
 MODULE_DIR = REPO / "slicer_extension" / "CineScar"
 
@@ -94,6 +96,8 @@ def print_slices(result: dict, truth: dict | None) -> None:
 
 def truth_scar(samples: Path, study_id: str) -> np.ndarray | None:
     """The phantom's truth scar mask (S, T, H, W) bool on the study grid, when the sample cohort has it."""
+    import numpy as np
+
     path = samples / "truth" / f"{study_id}.masks.npz"
     if not path.is_file():
         return None
@@ -128,6 +132,7 @@ def draw_picture(detection: Any, path: Path, scar: np.ndarray | None = None) -> 
     """The most probable slice at end-systole with the scar map (or attention) overlay and, when known, the truth
     scar's outline; and the per-slice bar chart."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         with step(f"Start the MONAI Label server on http://127.0.0.1:{port} (log: {log_path})"):
             status = wait_until_up(session, proc, log_path)
             print(f"    {status.summary()}")
-            print("    model card: apps/stran/model/MODEL_CARD.md (trained on synthetic phantoms only; read its held-out "
+            print(f"    model card: {APP_DIR / 'model' / 'MODEL_CARD.md'} (trained on synthetic phantoms only; read its held-out "
                   "test metrics before trusting a verdict)")
 
         study_id = ids[0]

@@ -10,9 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-APP_DIR = REPO / "apps" / "stran"
-SAMPLES = REPO / "sample_data" / "studies"
+from stran.resources import APP_DIR, REPO, SAMPLES
 
 HELP = "Start the MONAI Label server (apps/stran) on 127.0.0.1 for the Slicer module."
 

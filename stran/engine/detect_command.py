@@ -7,12 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from stran.errors import output_folder
+from stran.resources import DEFAULT_MODEL, resolve_model
+
 HELP = "Detect scar on one or more studies (DICOM folders or 4-D NIfTI) with a trained model; writes JSON results."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("studies", nargs="+", help="DICOM study folders, Enhanced MR files or .nii.gz studies")
-    parser.add_argument("--model", default="apps/stran/model/pretrained_scar.pt", help="checkpoint (default: the demo model)")
+    parser.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL}; $STRAN_MODEL overrides)")
     parser.add_argument("--out", default="detections", help="output folder for <id>.json and <id>.attention.nii.gz")
     parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes for uncertainty (0 = off)")
     parser.add_argument("--no-attention", action="store_true", help="skip writing attention maps")
@@ -20,21 +23,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stran.engine.dataset import NIFTI_SUFFIXES
-    from stran.engine.detect import Detector
-    from stran.io import CineLoadError, load_study, write_nifti
-    from stran.io.import_command import print_left_out
-
-    detector = Detector(args.model, mc_samples=args.mc_samples)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    model = resolve_model(args.model)
+    out = output_folder(args.out)
+    sources = [s for s in args.studies if Path(s).exists()]
+    for source in args.studies:
+        if source not in sources:
+            print(f"stran detect: skipped {source}: no such file or folder (give a DICOM folder, a DICOM file or a "
+                  f".nii/.nii.gz study)", file=sys.stderr)
+    if not sources:
+        return 1
     db = None
     if args.db:
         from stran.resultsdb import ResultsDB
 
         db = ResultsDB(args.db)
-    failures = 0
-    for source in args.studies:
+
+    from stran.engine.dataset import NIFTI_SUFFIXES
+    from stran.engine.detect import Detector
+    from stran.io import CineLoadError, load_study, write_map
+    from stran.io.import_command import print_left_out
+
+    detector = Detector(model, mc_samples=args.mc_samples)
+    failures = len(args.studies) - len(sources)
+    for source in sources:
         path = Path(source)
         image_id = path.name
         for suffix in NIFTI_SUFFIXES:
@@ -42,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             study = load_study(path)
         except CineLoadError as exc:
-            print(f"{source}: skipped: {exc}", file=sys.stderr)
+            print(f"stran detect: skipped {source}: {exc}", file=sys.stderr)
             failures += 1
             continue
         detection = detector.detect(study, image_id=image_id, with_attention=not args.no_attention)
         r = detection.result
         (out / f"{image_id}.json").write_text(json.dumps(r, indent=1))
         if detection.attention is not None:
-            write_nifti(study.replace(pixels=detection.attention), out / f"{image_id}.attention.nii.gz")
+            write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
         if db is not None:
             db.record_detection(r)
         slices = " ".join("  - " if p is None else f"{p:.2f}" for p in r["slice_probabilities"])

@@ -7,6 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+from stran.errors import UserError, output_folder
+from stran.resources import REPO
+
 HELP = "Train a scar network on a folder of labelled studies; an interrupted run resumes where it stopped."
 
 
@@ -32,24 +35,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stran.engine.dataset import find_studies, split_records
     from stran.engine.trainer import TrainConfig, Trainer
+    from stran.models.registry import resolve_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model_config = json.loads(args.model_config)
+    except json.JSONDecodeError:
+        model_config = None
+    if not isinstance(model_config, dict):
+        raise UserError(f"--model-config {args.model_config!r} is not a JSON object",
+                        'give one, e.g. --model-config \'{"dropout": 0.3}\'')
+    try:
+        resolve_config(args.model, **model_config)  # an unknown network or option fails here, before any work
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc), f"{REPO / 'docs' / 'models.md'} lists the networks and their options") from None
+    if args.init and not Path(args.init).is_file():
+        raise UserError(f"--init checkpoint {args.init} does not exist", "give an existing checkpoint or leave --init out")
+    out = output_folder(args.out)
     records = find_studies(args.studies, labels=args.labels, require_labels=True)
-    train, val = split_records(records, [1 - args.val_split, args.val_split], seed=args.seed)
-    config = TrainConfig(
-        model=args.model,
-        model_config=json.loads(args.model_config),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        patience=args.patience,
-        augment=not args.no_augment,
-        init_checkpoint=args.init,
-    )
-    out = Path(args.out)
-    cache = args.cache or out.parent / ".cache"
-    trainer = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)")
+    try:
+        train, val = split_records(records, [1 - args.val_split, args.val_split], seed=args.seed)
+        config = TrainConfig(
+            model=args.model,
+            model_config=model_config,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            patience=args.patience,
+            augment=not args.no_augment,
+            init_checkpoint=args.init,
+        )
+        cache = args.cache or out.parent / ".cache"
+        trainer = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)")
+    except ValueError as exc:  # the options or the studies do not make a training run
+        raise UserError(str(exc), "see `stran train --help`") from exc
     logger = None
     if args.tensorboard is not None:
         from stran.engine.tensorboard_log import TensorBoardLogger

@@ -36,6 +36,7 @@ _LAZY = {
     "write_datastore_study": "stran.io.nifti",
     "read_datastore_study": "stran.io.nifti",
     "write_nifti": "stran.io.nifti",
+    "write_map": "stran.io.nifti",
     "read_nifti": "stran.io.nifti",
     "sidecar_path": "stran.io.nifti",
     "max_study_bytes": "stran.io.limits",

@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+from stran.errors import output_folder
+
 HELP = "Import DICOM study folders (or a folder of them) into a MONAI Label datastore in our 4-D NIfTI + sidecar format."
 
 
@@ -59,13 +61,13 @@ def safe_id(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from stran.io import CineLoadError, load_study, write_datastore_study
 
-    datastore = Path(args.datastore)
-    datastore.mkdir(parents=True, exist_ok=True)
+    datastore = output_folder(args.datastore, "--datastore")
     imported, skipped = [], []
     for raw in args.sources:
         source = Path(raw)
         if not source.is_dir():
-            skipped.append((raw, "not a folder"))
+            what = "not a folder" if source.exists() else "no such folder"
+            skipped.append((raw, f"{what} (give DICOM study folders, or folders of them)"))
             continue
         for folder in _study_folders(source):
             image_id = safe_id(folder.name)
@@ -83,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(study.left_out)} files left out")
             print_left_out(study.left_out)
     for folder, reason in skipped:
-        print(f"skipped {folder}: {reason}", file=sys.stderr)
+        print(f"stran import: skipped {folder}: {reason}", file=sys.stderr)
     print(f"{len(imported)} studies imported into {datastore}, {len(skipped)} skipped")
     return 1 if skipped and not imported else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 HELP = "Show how a DICOM folder / file or 4-D NIfTI loads as a cine study (slices, phases, geometry, UIDs, files left out)."
@@ -73,14 +72,9 @@ def format_summary(info: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stran.io.errors import CineLoadError
     from stran.io.load import load_study
 
-    try:
-        study = load_study(args.path, max_bytes=args.max_bytes)
-    except CineLoadError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    study = load_study(args.path, max_bytes=args.max_bytes)
     info = {"path": str(args.path), **study.summary()}
     info["trigger_times_ms"] = [[round(float(v), 2) for v in row] for row in study.trigger_times]
     if args.json:

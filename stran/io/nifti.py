@@ -7,6 +7,10 @@ median phase interval in ms with ``xyzt_units`` = mm + msec.
 The datastore sidecar carries what NIfTI cannot: UIDs, per-slice trigger
 times and RR, acquisition, provenance. It is written after the image, both
 atomically, so a sidecar on disk means a complete study.
+
+Maps on a study's grid (the detection's scar or attention map, values in
+[0, 1]) are written by ``write_map``: the study's geometry, uint8 voxels with
+``scl_slope`` 1/255 (docs/io.md, "Maps").
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from stran.io.study import Acquisition, CineStudy
 SIDECAR_FORMAT = "stran-cine"
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".cine.json"
+# a map value is its stored uint8 count x MAP_SCALE (NIfTI scl_slope, float32): 1/255 rounded down, so that
+# count 255 reads as 1 - 6e-8 and never above 1 in float64 readers
+MAP_SCALE = float(np.nextafter(np.float32(1.0 / 255.0), np.float32(0.0)))
 
 
 def nifti_stem(path: str | Path) -> str:
@@ -74,29 +81,62 @@ def _storage_array(pixels: np.ndarray) -> np.ndarray:
     return data.astype(np.float32)
 
 
-def _nifti_bytes(study: CineStudy, gz: bool) -> bytes:
+def map_storage_array(values: np.ndarray) -> np.ndarray:
+    """(S, T, H, W) map in [0, 1] -> (W, H, S, T) uint8 counts of ``MAP_SCALE`` (nearest), one slice at a time."""
+    n_s, n_t, n_h, n_w = values.shape
+    counts = np.empty((n_t, n_s, n_h, n_w), dtype=np.uint8)  # C order of (t, z, y, x): NIfTI's (x, y, z, t)
+    scratch = np.empty((n_t, n_h, n_w), dtype=np.float32)
+    for s in range(n_s):
+        np.multiply(values[s], np.float32(255.0), out=scratch)
+        np.clip(scratch, 0.0, 255.0, out=scratch)
+        counts[:, s] = np.rint(scratch, out=scratch)
+    return counts.transpose(3, 2, 1, 0)
+
+
+def _nifti_bytes(
+    study: CineStudy, gz: bool, data: np.ndarray | None = None, *, slope: float | None = None, what: str = "cine"
+) -> bytes:
+    """The study's geometry and timing with its pixels, or with ``data`` (W, H, S, T) stored as ``data * slope``."""
     import nibabel as nib
 
     affine = lps_to_ras(study.affine)
-    img = nib.Nifti1Image(_storage_array(study.pixels), affine)
+    img = nib.Nifti1Image(_storage_array(study.pixels) if data is None else data, affine)
     hdr = img.header
     hdr.set_xyzt_units("mm", "msec")
     zooms = list(hdr.get_zooms())
     zooms[3] = phase_interval_ms(study)
     hdr.set_zooms(zooms)
+    if slope is not None:
+        hdr.set_slope_inter(slope, 0.0)
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
-    hdr["descrip"] = b"ST-RAN cine (x,y,z,t)=(col,row,slice,phase)"
+    hdr["descrip"] = f"ST-RAN {what} (x,y,z,t)=(col,row,slice,phase)".encode()
     data = img.to_bytes()
     return gzip.compress(data, compresslevel=1, mtime=0) if gz else data
 
 
-def write_nifti(study: CineStudy, path: str | Path) -> Path:
-    """Plain 4-D NIfTI (no sidecar); ``.nii`` or ``.nii.gz`` by name. Atomic."""
+def _checked_path(path: str | Path) -> Path:
     p = Path(path)
     if not (p.name.endswith(".nii") or p.name.endswith(".nii.gz")):
         raise ValueError(f"NIfTI path must end in .nii or .nii.gz: {p}")
+    return p
+
+
+def write_nifti(study: CineStudy, path: str | Path) -> Path:
+    """Plain 4-D NIfTI (no sidecar); ``.nii`` or ``.nii.gz`` by name. Atomic."""
+    p = _checked_path(path)
     _atomic_write(p, _nifti_bytes(study, p.name.endswith(".gz")))
+    return p
+
+
+def write_map(study: CineStudy, values: np.ndarray, path: str | Path) -> Path:
+    """A map in [0, 1] on ``study``'s grid (``values`` (S, T, H, W)) as a 4-D NIfTI with the study's geometry and
+    phase interval: uint8 with ``scl_slope`` = ``MAP_SCALE`` (1/255), which nibabel, ITK (Slicer) and the Slicer
+    module's reader apply, so readers see values k/255, within 1/510 of the map (docs/io.md, "Maps"). Atomic."""
+    if tuple(values.shape) != tuple(study.pixels.shape):
+        raise ValueError(f"map shape {tuple(values.shape)} differs from the study's {tuple(study.pixels.shape)}")
+    p = _checked_path(path)
+    _atomic_write(p, _nifti_bytes(study, p.name.endswith(".gz"), map_storage_array(values), slope=MAP_SCALE, what="map"))
     return p
 
 

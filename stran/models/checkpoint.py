@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,13 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        reason = (
+            "it is not a torch file" if not zipfile.is_zipfile(path)
+            else f"it cannot be read as a torch file of plain types ({type(exc).__name__}: "
+                 f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        )
         raise NotAStranCheckpointError(
-            f"{path} is not a ST-RAN Scar checkpoint: it cannot be read as a torch file of plain types "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"{path} is not a ST-RAN Scar checkpoint: {reason}. "
             f"Use a file written by stran.models.save_checkpoint (or `stran train`)."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from stran.errors import UserError, output_folder
+
 HELP = "Generate a synthetic SAX cine phantom cohort (balanced scar / no-scar scenarios) with ground truth."
 
 
@@ -30,19 +32,29 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
     mix = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        mix[key.strip().upper()] = float(value) if value else 1.0
+        try:
+            mix[key.strip().upper()] = float(value) if value else 1.0
+        except ValueError:
+            raise UserError(f"--mix {text!r}: {value!r} is not a number", "give weights like 'A=1,B=1,C=1,D=1'") from None
     return mix
 
 
 def run(args: argparse.Namespace) -> int:
-    from stran.phantom.cohort import generate_cohort
+    from stran.phantom.cohort import cohort_plan, generate_cohort
 
+    if args.n < 0:
+        raise UserError(f"--n {args.n} is negative", "give the number of studies to generate")
+    mix = parse_mix(args.mix)
+    try:
+        cohort_plan(0, args.seed, mix)  # unknown scenarios fail here, before anything is written
+    except ValueError as exc:
+        raise UserError(f"--mix {args.mix!r}: {exc}", "give weights like 'A=1,B=1,C=1,D=1'") from None
     m = generate_cohort(
-        args.out,
+        output_folder(args.out),
         args.n,
         args.seed,
         layout=args.layout,
-        scenario_mix=parse_mix(args.mix),
+        scenario_mix=mix,
         workers=args.workers,
         progress=not args.quiet,
         overwrite=args.overwrite,

@@ -12,7 +12,11 @@ that the Slicer module can expose it inside its ``<Module>Lib/`` folder (by a sy
         db.export_csv("export/")
 """
 
-from .db import FLOAT_RTOL, ResultsDB, database_url
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import ConflictError, InvalidRecordError, ResultsDBError, SchemaVersionError
 from .records import (
     CORRECTION_SOURCES,
@@ -23,7 +27,9 @@ from .records import (
     parse_detection,
     parse_training_run,
 )
-from .schema import SCHEMA_VERSION
+
+# SQLAlchemy is imported on first use of these names: the command line starts without it.
+_LAZY = {"FLOAT_RTOL": ".db", "ResultsDB": ".db", "database_url": ".db", "SCHEMA_VERSION": ".schema"}
 
 __all__ = [
     "CORRECTION_SOURCES",
@@ -42,3 +48,12 @@ __all__ = [
     "parse_detection",
     "parse_training_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from .db import ResultsDB
-from .errors import ConflictError, InvalidRecordError, ResultsDBError
+from .errors import ConflictError, InvalidRecordError
 from .records import parse_correction, parse_detection, parse_training_run
 
 HELP = "Record detection result JSON files in the local results database and export every table to CSV."
@@ -79,31 +77,29 @@ def load_records(paths: list[str]) -> tuple[dict[str, list[dict[str, Any]]], dic
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        batches, origin = load_records(args.import_json)
-        with ResultsDB(args.db, pseudonymise=not args.no_pseudonymise) as db:
-            if db.migrated_from is not None:
-                print(f"migrated {db.url} from schema version {db.migrated_from} to {db.schema_version}")
-            if any(batches.values()):
-                before = db.counts()
-                try:
-                    db.record_many(**batches)
-                except ConflictError as exc:
-                    raise ConflictError(f"{exc} [from {origin.get(exc.record_id, '?')}]", kind=exc.kind,
-                                        record_id=exc.record_id, differences=exc.differences) from None
-                after = db.counts()
-                for _, name, _ in _KINDS:
-                    if batches[name]:
-                        new = after[name] - before[name]
-                        print(f"{name}: {len(batches[name])} read, {new} new, {len(batches[name]) - new} already stored")
-            if args.csv:
-                for path in db.export_csv(args.csv):
-                    print(f"wrote {path}")
-            if not args.csv and not any(batches.values()):
-                print(f"{db.url} (schema version {db.schema_version})")
-                for name, count in db.counts().items():
-                    print(f"  {name}: {count} rows")
-    except (ResultsDBError, ValueError, OSError) as exc:
-        print(f"stran export: error: {exc}", file=sys.stderr)
-        return 1
+    from .db import ResultsDB
+
+    batches, origin = load_records(args.import_json)
+    with ResultsDB(args.db, pseudonymise=not args.no_pseudonymise) as db:
+        if db.migrated_from is not None:
+            print(f"migrated {db.url} from schema version {db.migrated_from} to {db.schema_version}")
+        if any(batches.values()):
+            before = db.counts()
+            try:
+                db.record_many(**batches)
+            except ConflictError as exc:
+                raise ConflictError(f"{exc} [from {origin.get(exc.record_id, '?')}]", kind=exc.kind,
+                                    record_id=exc.record_id, differences=exc.differences) from None
+            after = db.counts()
+            for _, name, _ in _KINDS:
+                if batches[name]:
+                    new = after[name] - before[name]
+                    print(f"{name}: {len(batches[name])} read, {new} new, {len(batches[name]) - new} already stored")
+        if args.csv:
+            for path in db.export_csv(args.csv):
+                print(f"wrote {path}")
+        if not args.csv and not any(batches.values()):
+            print(f"{db.url} (schema version {db.schema_version})")
+            for name, count in db.counts().items():
+                print(f"  {name}: {count} rows")
     return 0

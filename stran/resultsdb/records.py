@@ -271,8 +271,8 @@ def parse_detection(result: Any) -> dict[str, Any]:
         for key in ("std", "entropy", "mutual_information"):
             unc_values[key] = _float(uncertainty.get(key), f"uncertainty.{key}", lo=0.0) if uncertainty else None
         if uncertainty is not None:
-            _text(uncertainty.get("method"), "uncertainty.method")
-            _int(uncertainty.get("samples"), "uncertainty.samples", minimum=1)
+            method = _text(uncertainty.get("method"), "uncertainty.method")
+            _int(uncertainty.get("samples"), "uncertainty.samples", minimum=0 if method == "none" else 1)
         timings = _json_object(_get(result, "timings", "", required=False), "timings")
         if timings:
             for key, value in timings.items():

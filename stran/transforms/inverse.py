@@ -31,11 +31,20 @@ def slice_scores_to_study(scores: np.ndarray, prep: PrepInfo) -> list[float | No
     return out
 
 
+def _field_of_view(center: float, step: float, size: int, n: int) -> tuple[int, int]:
+    """Source pixel range [first, last) whose crop coordinate lies within (-1, size): outside it the bilinear
+    sampling with zero padding gives exactly 0 (one pixel of slack on each side)."""
+    first = int(np.floor(center + (-1.0 - (size - 1) / 2.0) * step)) - 1
+    last = int(np.ceil(center + (size - (size - 1) / 2.0) * step)) + 2
+    return min(max(first, 0), n), min(max(last, 0), n)
+
+
 def attention_to_study(attention: np.ndarray, prep: PrepInfo, phase_fractions: np.ndarray) -> np.ndarray:
     """Attention (S', T', size, size) in [0, 1] -> (S, T, H, W) float32 on the source study grid.
 
     ``phase_fractions`` (S, T) are the source images' trigger time / RR. Pixels
-    and slices outside the network's field of view get 0.
+    and slices outside the network's field of view get 0; only the pixels
+    inside it are computed (and the zeros elsewhere are never written).
     """
     att = np.asarray(attention, dtype=np.float32)
     n_out_slices, n_out_phases, size, _ = att.shape
@@ -43,8 +52,6 @@ def attention_to_study(attention: np.ndarray, prep: PrepInfo, phase_fractions: n
     result = np.zeros((S, T, H, W), dtype=np.float32)
     idx, pos = _covered(prep)
     step = (prep.spacing_mm / prep.source_spacing[0], prep.spacing_mm / prep.source_spacing[1])
-    rows = torch.arange(H, dtype=torch.float64)
-    cols = torch.arange(W, dtype=torch.float64)
     centers = np.asarray(prep.centers, dtype=np.float64)
     for k, p in zip(idx, pos, strict=True):
         lo = int(np.clip(np.floor(p), 0, n_out_slices - 1))
@@ -59,12 +66,16 @@ def attention_to_study(attention: np.ndarray, prep: PrepInfo, phase_fractions: n
         tw = (t_pos - np.floor(t_pos))[:, None, None]
         per_phase = (1 - tw) * slab[t0] + tw * slab[t1]  # (T, size, size)
         # in-plane: source pixel -> crop pixel coordinate; align_corners=True normalisation
-        u = (rows - center[0]) / step[0] + (size - 1) / 2.0
-        v = (cols - center[1]) / step[1] + (size - 1) / 2.0
+        (r0, r1), (c0, c1) = (_field_of_view(center[a], step[a], size, n) for a, n in ((0, H), (1, W)))
+        if r1 <= r0 or c1 <= c0:
+            continue
+        u = (torch.arange(r0, r1, dtype=torch.float64) - center[0]) / step[0] + (size - 1) / 2.0
+        v = (torch.arange(c0, c1, dtype=torch.float64) - center[1]) / step[1] + (size - 1) / 2.0
         gy = 2.0 * u / (size - 1) - 1.0
         gx = 2.0 * v / (size - 1) - 1.0
         yy, xx = torch.meshgrid(gy, gx, indexing="ij")
-        grid = torch.stack([xx, yy], dim=-1).float()[None].expand(T, H, W, 2)
+        grid = torch.stack([xx, yy], dim=-1).float()[None].expand(T, r1 - r0, c1 - c0, 2)
         src = torch.from_numpy(np.ascontiguousarray(per_phase, dtype=np.float32))[:, None]
-        result[k] = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0].numpy()
-    return np.clip(result, 0.0, 1.0)
+        out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0].numpy()
+        result[k, :, r0:r1, c0:c1] = np.clip(out, 0.0, 1.0)
+    return result

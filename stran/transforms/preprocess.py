@@ -5,10 +5,14 @@ Used by training, the MONAI Label app and the CLI alike. Each step is a MONAI
 ``"image"`` (the array being built) and ``"prep"`` (a ``PrepInfo`` record of
 every choice made, which is what maps network outputs back to the study grid).
 
-Order: heart localisation on the full study, then slice selection and phase
-resampling (they shrink the data), then one bilinear resampling in-plane that
-both changes the spacing and crops around the heart, then robust intensity
-normalisation. Output ``image``: float32 tensor ``(1, S', T', size, size)``.
+Order: heart localisation on the full study, then an early crop to the window
+the network's field of view reads (a view of the study: every later step costs
+what the network needs, not what the scanner acquired), then slice selection
+and phase resampling, then one bilinear resampling in-plane that both changes
+the spacing and crops around the heart, then robust intensity normalisation.
+The early crop changes no number: the window holds every pixel the later steps
+read, the anti-aliasing blur's reach included, or ends where the frame ends.
+Output ``image``: float32 tensor ``(1, S', T', size, size)``.
 
 An optional ``"labels"`` entry (uint8 label map ``(S, T, H, W)`` on the study's
 grid, e.g. the phantom's truth masks) goes through the same spatial steps with
@@ -108,10 +112,15 @@ def lv_slice_coords(lv_slices: np.ndarray, n_out: int) -> np.ndarray:
     return np.linspace(first, last, n_out)
 
 
+def _slice_neighbours(coords: np.ndarray, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two source slices each fractional coordinate interpolates between."""
+    lo = np.clip(np.floor(coords).astype(int), 0, n_src - 1)
+    return lo, np.clip(lo + 1, 0, n_src - 1)
+
+
 def _interp_slices(arr: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Linear interpolation along axis 0 at fractional indices ``coords``."""
-    lo = np.clip(np.floor(coords).astype(int), 0, arr.shape[0] - 1)
-    hi = np.clip(lo + 1, 0, arr.shape[0] - 1)
+    """Linear interpolation along axis 0 at fractional indices ``coords`` (reads only those neighbours)."""
+    lo, hi = _slice_neighbours(coords, arr.shape[0])
     w = (coords - lo).reshape((-1,) + (1,) * (arr.ndim - 1))
     return (1.0 - w) * arr[lo] + w * arr[hi]
 
@@ -120,16 +129,15 @@ def resample_phases(values: np.ndarray, fractions: np.ndarray, n_out: int) -> np
     """Circular linear interpolation of ``values[t, ...]`` sampled at phase ``fractions[t]`` to ``n_out`` even phases."""
     order = np.argsort(fractions)
     frac = np.mod(fractions[order], 1.0)
-    vals = values[order].reshape(len(order), -1)
+    n = len(order)
     targets = np.arange(n_out) / n_out
     # extend by one period on both sides so interpolation wraps around the RR cycle
     xp = np.concatenate([frac - 1.0, frac, frac + 1.0])
-    fp = np.concatenate([vals, vals, vals], axis=0)
     pos = np.searchsorted(xp, targets, side="right")
     x0, x1 = xp[pos - 1], xp[pos]
-    w = ((targets - x0) / np.where(x1 > x0, x1 - x0, 1.0))[:, None]
-    out = (1.0 - w) * fp[pos - 1] + w * fp[pos]
-    return out.reshape((n_out,) + values.shape[1:]).astype(values.dtype, copy=False)
+    w = ((targets - x0) / np.where(x1 > x0, x1 - x0, 1.0)).reshape((-1,) + (1,) * (values.ndim - 1))
+    before, after = values[order[(pos - 1) % n]], values[order[pos % n]]
+    return ((1.0 - w) * before + w * after).astype(values.dtype, copy=False)
 
 
 def select_label_slices_and_phases(labels: np.ndarray, coords: np.ndarray, fractions: np.ndarray, n_phases: int) -> np.ndarray:
@@ -145,49 +153,91 @@ def select_label_slices_and_phases(labels: np.ndarray, coords: np.ndarray, fract
     return out
 
 
-class SelectSlicesAndPhasesd(MapTransform):
-    """Pick ``n_slices`` evenly over the LV (linear interpolation between slices) and resample
-    every slice to ``n_phases`` evenly spaced phases over its own RR interval."""
+def _in_plane_step(prep: PrepInfo, spacing_mm: float) -> tuple[float, float]:
+    """Source pixels per output pixel (rows, columns)."""
+    return spacing_mm / prep.source_spacing[0], spacing_mm / prep.source_spacing[1]
 
-    def __init__(self, n_slices: int, n_phases: int, keys: str = "study") -> None:
+
+def _blur_sigma(step: tuple[float, float]) -> tuple[float, float] | None:
+    """Anti-aliasing blur (rows, columns) in source pixels when downsampling by more than 1.5x, else None."""
+    if max(step) <= 1.5:
+        return None
+    return max(step[0] / 2.0 - 0.5, 0.0), max(step[1] / 2.0 - 0.5, 0.0)
+
+
+def _sample_positions(centers: np.ndarray, size: int, step: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Source (rows (S', size), columns (S', size)) of the output pixels: ``size`` x ``size`` around each centre."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    return centers[:, :1] + offsets * step[0], centers[:, 1:] + offsets * step[1]
+
+
+class CropAroundHeartd(MapTransform):
+    """Pick the output slices (``n_slices`` evenly over the LV) and their crop centres (in ``prep``), then cut the
+    study down to the window the network's crop will read: what every output slice samples around its centre,
+    plus the anti-aliasing blur's reach and a pixel for interpolation. Later steps touch only this window (a view,
+    no copy), so their cost follows the network's field of view, not the matrix; their results are those of whole
+    frames."""
+
+    def __init__(self, n_slices: int, size: int, spacing_mm: float, keys: str = "study") -> None:
         super().__init__(keys)
-        self.n_slices, self.n_phases = n_slices, n_phases
+        self.n_slices, self.size, self.spacing_mm = n_slices, size, spacing_mm
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         study: CineStudy = d["study"]
         prep: PrepInfo = d["prep"]
-        coords = lv_slice_coords(prep.lv_slices, self.n_slices)
-        fractions = study.phase_fractions
-        per_slice = np.stack(
-            [resample_phases(study.pixels[s], fractions[s], self.n_phases) for s in range(study.n_slices)]
-        )
-        d["image"] = _interp_slices(per_slice, coords).astype(np.float32)
+        prep.slice_coords = lv_slice_coords(prep.lv_slices, self.n_slices)
+        prep.centers = _interp_slices(d["location"].centers, prep.slice_coords)
+        step = _in_plane_step(prep, self.spacing_mm)
+        sigma = _blur_sigma(step) or (0.0, 0.0)
+        window = []
+        for positions, s, n in zip(_sample_positions(prep.centers, self.size, step), sigma, study.matrix, strict=True):
+            reach = int(4.0 * s + 0.5) + 1  # gaussian_filter's radius (truncate 4) and one pixel of slack
+            lo = int(np.clip(np.floor(positions.min()) - reach, 0, max(n - 2, 0)))
+            window.append((lo, int(np.clip(np.floor(positions.max()) + reach + 2, lo + 2, n))))
+        (r0, r1), (c0, c1) = window
+        d["origin"] = (r0, c0)
+        d["image"] = study.pixels[:, :, r0:r1, c0:c1]
         if d.get("labels") is not None:
-            d["labels"] = select_label_slices_and_phases(np.asarray(d["labels"]), coords, fractions, self.n_phases)
-        prep.slice_coords = coords
-        prep.centers = _interp_slices(d["location"].centers, coords)
+            d["labels"] = np.asarray(d["labels"])[:, :, r0:r1, c0:c1]
+        return d
+
+
+class SelectSlicesAndPhasesd(MapTransform):
+    """Interpolate the output slices between source slices (linear) after resampling each source slice used to
+    ``n_phases`` evenly spaced phases over its own RR interval."""
+
+    def __init__(self, n_phases: int, keys: str = "image") -> None:
+        super().__init__(keys)
+        self.n_phases = n_phases
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        study: CineStudy = d["study"]
+        prep: PrepInfo = d["prep"]
+        window = d["image"]
+        fractions = study.phase_fractions
+        per_slice = np.empty((study.n_slices, self.n_phases) + window.shape[2:], dtype=np.float32)
+        for s in np.unique(_slice_neighbours(prep.slice_coords, study.n_slices)):  # only the slices used
+            per_slice[s] = resample_phases(window[s], fractions[s], self.n_phases)
+        d["image"] = _interp_slices(per_slice, prep.slice_coords).astype(np.float32)
+        if d.get("labels") is not None:
+            d["labels"] = select_label_slices_and_phases(d["labels"], prep.slice_coords, fractions, self.n_phases)
         prep.n_phases = self.n_phases
         return d
 
 
-def _crop_grid(centers: np.ndarray, size: int, step_px: tuple[float, float], shape: tuple[int, int]) -> torch.Tensor:
-    """grid_sample grid (S', size, size, 2) sampling ``size`` x ``size`` pixels around each centre."""
-    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    grids = []
-    for r0, c0 in centers:
-        rows = r0 + offsets * step_px[0]
-        cols = c0 + offsets * step_px[1]
-        # align_corners=True: -1 and +1 are the centres of the first and last pixels
-        gy = 2.0 * rows / (shape[0] - 1) - 1.0
-        gx = 2.0 * cols / (shape[1] - 1) - 1.0
-        yy, xx = torch.meshgrid(gy, gx, indexing="ij")
-        grids.append(torch.stack([xx, yy], dim=-1))
-    return torch.stack(grids).float()
+def _nearest_indices(positions: np.ndarray, n: int) -> np.ndarray:
+    """Nearest source index of each position as ``grid_sample(mode="nearest", align_corners=True)`` picks it on a
+    whole frame of ``n`` pixels (same float32 steps, ties to even); -1 where it falls outside the frame."""
+    grid = (2.0 * positions / (n - 1) - 1.0).astype(np.float32)
+    idx = np.rint((grid + np.float32(1.0)) * np.float32((n - 1) / 2.0)).astype(np.int64)
+    return np.where((idx >= 0) & (idx < n), idx, -1)
 
 
-class CropResampleInPlaned(MapTransform):
-    """Resample every image to ``spacing_mm`` and crop ``size`` x ``size`` around the LV centre (one bilinear step)."""
+class ResampleInPlaned(MapTransform):
+    """Resample every image to ``spacing_mm`` and crop ``size`` x ``size`` around the LV centre (one bilinear step,
+    after a Gaussian blur when downsampling by more than 1.5x); labels take the nearest pixel of the same grid."""
 
     def __init__(self, size: int, spacing_mm: float, keys: str = "image") -> None:
         super().__init__(keys)
@@ -196,17 +246,27 @@ class CropResampleInPlaned(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         prep: PrepInfo = d["prep"]
-        img = torch.as_tensor(d["image"])  # (S', T', H, W)
-        step = (self.spacing_mm / prep.source_spacing[0], self.spacing_mm / prep.source_spacing[1])
-        if max(step) > 1.5:  # downsampling by more than 1.5x: blur first so the bilinear step does not alias
-            sigma = [0, 0, max(step[0] / 2.0 - 0.5, 0), max(step[1] / 2.0 - 0.5, 0)]
-            img = torch.as_tensor(ndimage.gaussian_filter(img.numpy(), sigma))
-        grid = _crop_grid(prep.centers, self.size, step, tuple(img.shape[-2:]))
-        out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        img = np.asarray(d["image"])  # (S', T', h, w): the window from CropAroundHeartd
+        h, w = img.shape[-2:]
+        r0, c0 = d["origin"]
+        step = _in_plane_step(prep, self.spacing_mm)
+        sigma = _blur_sigma(step)
+        if sigma is not None:  # the window reaches the frame's edge wherever the blur could see past it
+            img = ndimage.gaussian_filter(img, [0, 0, sigma[0], sigma[1]])
+        rows, cols = _sample_positions(prep.centers, self.size, step)
+        gy = torch.from_numpy(2.0 * (rows - r0) / (h - 1) - 1.0)
+        gx = torch.from_numpy(2.0 * (cols - c0) / (w - 1) - 1.0)
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1).float()
+        out = F.grid_sample(torch.from_numpy(img), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         d["image"] = out.numpy()
         if d.get("labels") is not None:
-            lab = torch.as_tensor(np.asarray(d["labels"], dtype=np.float32))
-            d["labels"] = F.grid_sample(lab, grid, mode="nearest", padding_mode="zeros", align_corners=True).numpy().astype(np.uint8)
+            H, W = prep.study_shape[2:]
+            ri, ci = _nearest_indices(rows, H), _nearest_indices(cols, W)
+            lab = np.asarray(d["labels"])
+            picked = lab[np.arange(len(ri))[:, None, None, None], np.arange(lab.shape[1])[None, :, None, None],
+                         np.maximum(ri - r0, 0)[:, None, :, None], np.maximum(ci - c0, 0)[:, None, None, :]]
+            inside = (ri >= 0)[:, None, :, None] & (ci >= 0)[:, None, None, :]
+            d["labels"] = np.where(inside, picked, 0).astype(np.uint8)
         prep.spacing_mm, prep.size = self.spacing_mm, self.size
         return d
 
@@ -234,8 +294,9 @@ def build_preprocessing(config: PreprocessConfig | None = None) -> Compose:
     return Compose(
         [
             LocalizeHeartd(),
-            SelectSlicesAndPhasesd(c.n_slices, c.n_phases),
-            CropResampleInPlaned(c.size, c.spacing_mm),
+            CropAroundHeartd(c.n_slices, c.size, c.spacing_mm),
+            SelectSlicesAndPhasesd(c.n_phases),
+            ResampleInPlaned(c.size, c.spacing_mm),
             RobustNormalized(c.low_percentile, c.high_percentile),
         ]
     )

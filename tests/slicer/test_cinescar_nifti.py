@@ -116,6 +116,20 @@ def test_scaling_seconds_and_3d(tmp_path: Path) -> None:
     assert read_nifti(tmp_path / "t.nii.gz").phase_interval_ms == pytest.approx(40.0)
 
 
+def test_a_server_map_reads_as_values_between_0_and_1(tmp_path: Path) -> None:
+    """The app writes the scar / attention map as uint8 with scl_slope 1/255 (stran.io.write_map, docs/io.md
+    "Maps"): the module reads float32 values k/255, as nibabel does."""
+    counts = np.arange(256, dtype=np.uint8).reshape(4, 2, 4, 8)  # array[t, k, j, i]
+    img = nib.Nifti1Image(counts.transpose(3, 2, 1, 0), oblique_affine())
+    img.header.set_slope_inter(1.0 / 255.0, 0.0)
+    nib.save(img, str(tmp_path / "map.nii.gz"))
+    vol = read_nifti(tmp_path / "map.nii.gz")
+    assert vol.array.dtype == np.float32 and vol.array.min() == 0.0
+    np.testing.assert_allclose(vol.array, counts / 255.0, rtol=1e-6, atol=0)
+    reference = np.asanyarray(nib.load(str(tmp_path / "map.nii.gz")).dataobj).transpose(3, 2, 1, 0)
+    np.testing.assert_allclose(vol.array, reference, rtol=1e-7, atol=0)
+
+
 def test_big_endian(tmp_path: Path) -> None:
     arr = cine_array(t=3, k=2, j=4, i=5)
     img = nib.Nifti1Image(arr.transpose(3, 2, 1, 0).astype(">i2"), oblique_affine())

@@ -48,9 +48,9 @@ def test_inspect_error_exit_code(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("x")
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: NoCineSeriesError: No cine MR images")
+    assert err.startswith("stran inspect: error: No cine MR images") and err.count("\n") == 1
     proc = subprocess.run(
         [sys.executable, "-m", "stran.cli", "inspect", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert "StudyNotFoundError" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'nope'} does not exist" in proc.stderr and "Traceback" not in proc.stderr

@@ -10,10 +10,12 @@ from stran.phantom import PROFILE_NAMES, SCENARIOS, generate_study, sample_confi
 from stran.transforms import (
     PreprocessConfig,
     attention_to_study,
+    build_preprocessing,
     localize_heart,
     preprocess_study,
     slice_scores_to_study,
 )
+from stran.transforms.localize import tail_percentiles
 from stran.transforms.preprocess import resample_phases
 
 LV_BLOOD = 1
@@ -123,3 +125,32 @@ def test_slice_scores_map_to_every_covered_source_slice(phantoms):
     assert covered == list(range(int(np.ceil(prep.slice_coords[0] - 1e-6)), int(np.floor(prep.slice_coords[-1] + 1e-6)) + 1))
     values = [per_slice[k] for k in covered]
     assert values == sorted(values) and values[0] == pytest.approx(0.0) and values[-1] == pytest.approx(1.0)
+
+
+def test_tail_percentiles_are_numpys(phantoms):
+    rng = np.random.default_rng(5)
+    arrays = [
+        rng.normal(100, 30, 200_000).astype(np.float32),
+        rng.integers(0, 40, 150_000).astype(np.float32),  # many ties
+        np.where(rng.random(300_000) < 0.5, 0, rng.exponential(80, 300_000)).astype(np.float32),  # zero background
+        np.sort(rng.normal(size=100_000)).astype(np.float32),  # a strided sample of sorted values
+        np.ones(70_000, np.float32),
+        phantoms[0].cine.pixels[3],
+    ]
+    for x in arrays:
+        for low, high in ((1.0, 99.0), (0.5, 99.9), (0.0, 100.0), (5.0, 95.0)):
+            assert tail_percentiles(x, low, high) == tuple(np.percentile(x, [low, high])), (x.shape, low, high)
+
+
+def test_steps_after_localisation_read_only_a_window_around_the_heart(phantoms):
+    """The early crop: slice/phase selection and resampling get a view of the study no larger than the network's
+    field of view (plus the spread of the crop centres and a few pixels), not the whole matrix."""
+    for p in phantoms[:4]:
+        study = p.cine
+        d = {"study": study}
+        for t in build_preprocessing().transforms[:2]:
+            d = t(d)
+        window, c = d["image"], PreprocessConfig()
+        assert np.shares_memory(window, study.pixels) and window.shape[:2] == study.pixels.shape[:2]
+        extent = c.size * c.spacing_mm / np.asarray(study.pixel_spacing) + np.ptp(d["prep"].centers, axis=0) + 6
+        assert np.all(np.asarray(window.shape[2:]) <= extent), (window.shape, extent)

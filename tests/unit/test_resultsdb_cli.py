@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stran.resultsdb import ResultsDB, export_command
+from stran import cli
+from stran.resultsdb import ResultsDB
 
 try:
     from conftest_postgres import backend_url, postgres_server, postgres_url  # noqa: F401  (fixtures)
@@ -24,10 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def export(argv: list[str]) -> int:
-    """The export command exactly as ``stran export`` runs it, without importing the other commands."""
-    parser = argparse.ArgumentParser(prog="stran export")
-    export_command.add_arguments(parser)
-    return export_command.run(parser.parse_args(argv))
+    """The export command exactly as ``stran export`` runs it (a user's mistake: one line on stderr, status 2)."""
+    return cli.main(["export", *argv])
 
 
 def write_inputs(folder: Path) -> list[Path]:
@@ -81,19 +79,19 @@ def test_a_bad_file_stops_the_import_before_anything_is_written(tmp_path: Path, 
     broken = detection("d-bad")
     broken["study"]["slices"] = "ten"
     bad.write_text(json.dumps(broken))
-    assert export(["--db", str(db_path), "--import-json", *map(str, files), str(bad)]) == 1
+    assert export(["--db", str(db_path), "--import-json", *map(str, files), str(bad)]) == 2
     err = capsys.readouterr().err
     assert "stran export: error:" in err and "broken.json" in err and "'study.slices' must be an integer" in err
     with ResultsDB(db_path) as db:
         assert db.counts()["detections"] == 0
 
     (tmp_path / "junk.json").write_text("{not json")
-    assert export(["--db", str(db_path), "--import-json", str(tmp_path / "junk.json")]) == 1
+    assert export(["--db", str(db_path), "--import-json", str(tmp_path / "junk.json")]) == 2
     assert "junk.json: not readable JSON" in capsys.readouterr().err
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
-    assert export(["--db", str(db_path), "--import-json", str(tmp_path / "other.json")]) == 1
+    assert export(["--db", str(db_path), "--import-json", str(tmp_path / "other.json")]) == 2
     assert "not a detection result, correction or training run" in capsys.readouterr().err
-    assert export(["--db", str(db_path), "--import-json", str(tmp_path / "missing.json")]) == 1
+    assert export(["--db", str(db_path), "--import-json", str(tmp_path / "missing.json")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
 
 
@@ -103,7 +101,7 @@ def test_a_conflicting_file_names_its_origin_and_writes_nothing(tmp_path: Path, 
     assert export(["--db", str(db_path), "--import-json", str(files[0])]) == 0
     changed = tmp_path / "changed.json"
     changed.write_text(json.dumps(detection("d-0", study_uid="1.2.3.0", patient_id="PAT-0", probability=0.1)))
-    assert export(["--db", str(db_path), "--import-json", str(files[1]), str(changed), "--csv", str(tmp_path / "out")]) == 1
+    assert export(["--db", str(db_path), "--import-json", str(files[1]), str(changed), "--csv", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "detection 'd-0' is already stored with different content" in err and "changed.json" in err
     with ResultsDB(db_path) as db:
@@ -136,8 +134,6 @@ def test_stran_cli_runs_export_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {out / 'detections.csv'}" in done.stdout
     assert len(read_csv(out / "detections.csv")) == 4
-    from stran import cli
-
     assert cli.COMMANDS["export"] == "stran.resultsdb.export_command"
     assert cli.main(["export", "--db", str(db_path), "--csv", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "corrections.csv").is_file()

@@ -11,8 +11,7 @@ from monailabel.interfaces.config import TaskConfig
 from lib.infers import ScarInfer
 from lib.trainers import ScarTrainer
 from stran.engine.detect import Detector
-
-PRETRAINED_FILE = "pretrained_scar.pt"  # the shipped ST-RAN demo model (training/train_demo_model.py)
+from stran.resources import PRETRAINED_FILE
 
 
 class ScarConfig(TaskConfig):

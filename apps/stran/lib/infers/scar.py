@@ -1,5 +1,6 @@
-"""Infer task ``scar``: detection result JSON + the map shown over the cine (4D NIfTI on the input study's grid):
-the scar probability map for a network with a map head (``result["map"] == "scar"``), else its attention map.
+"""Infer task ``scar``: detection result JSON + the map shown over the cine (4D NIfTI on the input study's grid,
+uint8 with scale factor 1/255: ``stran.io.write_map``, docs/io.md "Maps"): the scar probability map for a network
+with a map head (``result["map"] == "scar"``), else its attention map.
 
 It subclasses MONAI Label's ``InferTask`` rather than ``BasicInferTask``: the
 study loading (DICOM grouping, sidecar identity), preprocessing, the
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from stran.io import CineLoadError, load_study, write_nifti
+from stran.io import CineLoadError, load_study, write_map
 
 if TYPE_CHECKING:
     from lib.configs.scar import ScarConfig
@@ -72,5 +73,5 @@ class ScarInfer(InferTask):
         if detection.attention is None:
             return None, result
         path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
-        write_nifti(study.replace(pixels=detection.attention), path)
+        write_map(study, detection.attention, path)
         return path, result
