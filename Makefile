@@ -66,7 +66,8 @@ bench: $(VENV)/.stamp
 demo-model: $(VENV)/.stamp
 	$(PY) training/train_demo_model.py
 
-# The budget of training/results/comparison.md (about 1.7 h on 2 cores for the 13 runs); drop the flags for the
+# The budget of training/results/comparison.md (1.7 h of training on 2 cores for the 13 runs, plus about half an hour
+# to generate the cohorts and cache them the first time); drop the flags for the
 # demo model's budget per run (about 9 h).
 compare: $(VENV)/.stamp
 	$(PY) training/compare.py --train-studies 256 --epochs 6
