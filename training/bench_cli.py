@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stran.resources import SHIPPED_MODEL
+
 PYTHON = sys.executable
 STRAN = str(Path(sys.executable).with_name("stran"))
-MODEL = Path(__file__).resolve().parents[1] / "apps" / "stran" / "model" / "pretrained_scar.pt"
+MODEL = SHIPPED_MODEL
 IMPORTS = [  # (row name, Python code)
     ("import stran.cli (parser modules)", "import stran.cli"),
     ("import stran.engine.detect", "import stran.engine.detect"),

@@ -32,6 +32,7 @@ import server_fixture as sf  # noqa: E402
 
 from stran.engine.detect import Detector  # noqa: E402
 from stran.io import load_study  # noqa: E402
+from stran.resources import SHIPPED_MODEL  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,7 +52,7 @@ def main() -> None:
     try:
         datastore = sf.make_datastore(samples, work / "datastore")
         image_id = sorted(p.name[:-7] for p in datastore.glob("*.nii.gz"))[0]
-        detector = Detector(sf.APP_DIR / "model" / "pretrained_scar.pt")
+        detector = Detector(SHIPPED_MODEL)
         study_path = datastore / f"{image_id}.nii.gz"
         rows = []
         server = sf.start_server(datastore, work)

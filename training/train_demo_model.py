@@ -34,8 +34,9 @@ from stran.engine.evaluate import evaluate_checkpoint
 from stran.engine.trainer import Trainer
 from stran.models import build_model, load_checkpoint
 from stran.models.checkpoint import read_checkpoint
+from stran.resources import SHIPPED_MODEL
 
-MODEL_DIR = REPO / "apps" / "stran" / "model"
+MODEL_DIR = SHIPPED_MODEL.parent
 REPORT_DIR = REPO / "training" / "results" / "demo_model"
 RUN_DIR = WORK / "runs" / "demo_model"
 
@@ -72,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     train, val = train_val_records()
     config = recipe("stran", epochs=args.epochs)
-    target = MODEL_DIR / "pretrained_scar.pt"
+    target = SHIPPED_MODEL
     cohorts = {"test": test_records, "fresh": fresh_records}
     if args.card_only:
         reports = {name: json.loads((REPORT_DIR / name / "metrics.json").read_text()) for name in cohorts}

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
         db = ResultsDB(args.db)
 
+    from stran.atomic import atomic_write_text
     from stran.engine.dataset import NIFTI_SUFFIXES
     from stran.engine.detect import Detector
     from stran.io import CineLoadError, load_study, write_map
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         detection = detector.detect(study, image_id=image_id, with_attention=not args.no_attention)
         r = detection.result
-        (out / f"{image_id}.json").write_text(json.dumps(r, indent=1))
+        atomic_write_text(out / f"{image_id}.json", json.dumps(r, indent=1))
         if detection.attention is not None:
             write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
         if db is not None:

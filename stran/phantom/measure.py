@@ -117,16 +117,6 @@ def blood_myo_contrast(study: PhantomStudy, phase: int = 0) -> float:
     return float(np.median(b) / max(np.median(y), 1e-6))
 
 
-def scar_remote_ratio(study: PhantomStudy) -> float | None:
-    """Mean scar pixel / mean remote myocardium pixel over all phases (None without scar pixels)."""
-    masks, px = study.truth.masks, study.cine.pixels
-    scar = masks == LABEL_SCAR
-    if not scar.any():
-        return None
-    remote = masks == LABEL_MYO
-    return float(px[scar].mean() / px[remote].mean())
-
-
 def summary(study: PhantomStudy) -> dict[str, Any]:
     m = study.truth.masks
     return {
