@@ -42,7 +42,7 @@ test: setup
 	$(MAKE) --no-print-directory test-server test-slicer
 
 test-server: $(VENV)/.stamp
-	$(PY) -m pytest tests/unit tests/integration -q
+	$(PY) -m pytest tests/unit tests/integration tests/security -q
 
 test-slicer: $(SVENV)/.stamp $(VENV)/.stamp
 	$(SPY) -m pytest tests/slicer -q

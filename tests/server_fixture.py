@@ -81,10 +81,12 @@ class RunningServer:
 
 
 def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = None, timeout: float = 180,
-                 env: dict[str, str] | None = None) -> RunningServer:
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 ready_headers: dict[str, str] | None = None) -> RunningServer:
     """Start ``python -m monailabel.main start_server`` on a free port and wait until ``/info`` answers.
 
-    ``env``: extra environment variables for the server process (e.g. TMPDIR, STRAN_MAX_UPLOAD_BYTES)."""
+    ``env``: extra environment variables for the server process (e.g. TMPDIR, STRAN_MAX_UPLOAD_BYTES); ``host``:
+    the bind address (the URL is always 127.0.0.1); ``ready_headers``: sent with the readiness check (a token)."""
     conf = dict(conf or {})
     app_dir = workdir / "app"
     if not app_dir.exists():
@@ -92,7 +94,7 @@ def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = 
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     cmd = [str(SERVER_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
-           "--host", "127.0.0.1", "--port", str(port)]
+           "--host", host, "--port", str(port)]
     for k, v in conf.items():
         cmd += ["--conf", k, v]
     environment = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -104,7 +106,7 @@ def start_server(studies: Path, workdir: Path, *, conf: dict[str, str] | None = 
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()[-4000:]}")
         try:
-            if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
+            if requests.get(f"{server.url}/info/", headers=ready_headers, timeout=5).status_code == 200:
                 return server
         except requests.RequestException:
             pass

@@ -23,14 +23,20 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from typing import Any
 
 from fastapi import HTTPException
 from lib.activelearning import MostUncertain
 from lib.configs import ScarConfig
-from lib.datastore import ScarDatastore
+from lib.datastore import ScarDatastore, check_study_upload
 from lib.dicom_import import install_dicom_import_route
-from lib.routes import install_validated_training_route
+from lib.guard import install_request_guard
+from lib.routes import (
+    install_validated_infer_route,
+    install_validated_training_route,
+    install_validated_upload_routes,
+)
 from lib.scoring import ScarUncertaintyScoring
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
@@ -104,7 +110,10 @@ class STRANScarApp(MONAILabelApp):
     def on_init_complete(self) -> None:
         super().on_init_complete()
         if self._server_mode:
+            install_request_guard()  # origins, token, names, body sizes: before every route (docs/security.md)
             install_validated_training_route(self)
+            install_validated_infer_route(self)
+            install_validated_upload_routes()
             install_dicom_import_route(self)  # PUT /datastore/dicom
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
@@ -115,11 +124,21 @@ class STRANScarApp(MONAILabelApp):
         if not self._infers[model].is_valid():
             raise HTTPException(409, f"model '{model}' has no trained weights yet; train it first (POST /train/{model})")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
-            if not self.datastore().get_image_uri(image):
-                raise HTTPException(404, f"image '{image}' is not in the datastore")
+        upload = None
+        if isinstance(image, str) and image in self.datastore().list_images():
             request = {**request, "image_id": image}
-        return super().infer(request, datastore)
+        elif isinstance(image, str) and os.path.dirname(image) == tempfile.gettempdir():
+            upload = image  # MONAI Label's copy of an uploaded study: removed here if the request fails
+        else:
+            raise HTTPException(404, f"image '{str(image)[:80]}' is not in the datastore")
+        try:
+            if upload is not None:
+                check_study_upload(upload)
+            return super().infer(request, datastore)
+        except Exception:
+            if upload is not None and os.path.isfile(upload):
+                os.unlink(upload)
+            raise
 
     def on_save_label(self, image_id: str, label_id: str) -> dict[str, Any]:
         """Count new reviewer labels; retrain automatically every ``auto_train_after`` labels when enabled."""

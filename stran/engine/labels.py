@@ -50,8 +50,8 @@ class ScarLabel:
 
 
 def _as_binary(value: Any, what: str) -> int:
-    if isinstance(value, bool) or value not in (0, 1):
-        raise LabelError(f"{what} must be 0 or 1, got {value!r}")
+    if type(value) is not int or value not in (0, 1):  # not True/False, not 1.0
+        raise LabelError(f"{what} must be the whole number 0 or 1, got {value!r}")
     return int(value)
 
 

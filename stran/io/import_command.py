@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from stran.errors import output_folder
+from stran.names import safe_id
 
 HELP = "Import DICOM study folders (or a folder of them) into a MONAI Label datastore in our 4-D NIfTI + sidecar format."
 
@@ -52,10 +52,6 @@ def print_left_out(left_out: list, limit: int = 10) -> None:
         print(f"    left out {entry.path}: {entry.reason}")
     if len(left_out) > limit:
         print(f"    ... and {len(left_out) - limit} more files left out (stran inspect lists them all)")
-
-
-def safe_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "study"
 
 
 def run(args: argparse.Namespace) -> int:

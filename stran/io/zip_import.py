@@ -22,7 +22,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stran.io.errors import CineLoadError
-from stran.io.import_command import safe_id
 from stran.io.limits import (
     ENV_MAX_UPLOAD_BYTES,
     ENV_MAX_UPLOAD_FILES,
@@ -31,6 +30,7 @@ from stran.io.limits import (
     max_upload_files,
 )
 from stran.io.study import CineStudy, LeftOutFile
+from stran.names import safe_id
 
 CHUNK = 1 << 20
 

@@ -11,6 +11,12 @@
    slice keeps its own centre only when it lies near that line.
 The slices that hold the LV are those whose best disk score reaches a
 fraction of the best slice's.
+
+Localisation needs no pixel finer than ``LOCALIZE_SPACING_MM``: a study
+reconstructed on a finer grid (the scanner's 2x interpolation, e.g. 384 x 336 at
+0.9 mm) is localised on every k-th pixel, so its cost follows the field of view,
+not the matrix. Studies coarser than 1.0 mm (the whole phantom cohort, 1.4-2.2
+mm) are localised on every pixel, exactly as before.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from stran.io.study import CineStudy
+
+LOCALIZE_SPACING_MM = 2.0  # the finest grid localisation works on
+
+
+def localization_stride(spacing: tuple[float, float]) -> int:
+    """Every how many pixels (rows and columns) localisation reads: the largest k with k x spacing <= 2 mm."""
+    return max(1, int(np.floor(LOCALIZE_SPACING_MM / max(spacing) + 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -100,15 +113,15 @@ def _robust_scale(img: np.ndarray) -> float:
     return float(hi - lo) if hi > lo else 1.0
 
 
-def _slice_statistics(study: CineStudy) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice: temporal std normalised by the slice's own intensity range (motion), and the temporal mean;
-    both (S, H, W) float32, computed one slice at a time (no full-study temporaries)."""
-    px = study.pixels
-    motion = np.empty((study.n_slices,) + px.shape[2:], dtype=np.float32)
+def _slice_statistics(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice of ``px`` (S, T, H, W): temporal std normalised by the slice's own intensity range (motion), and
+    the temporal mean; both (S, H, W) float32, computed one slice at a time (no full-study temporaries)."""
+    motion = np.empty((px.shape[0],) + px.shape[2:], dtype=np.float32)
     means = np.empty_like(motion)
-    for s in range(study.n_slices):
-        means[s], std = _mean_and_std(px[s])
-        motion[s] = std / np.float32(_robust_scale(px[s]))
+    for s in range(px.shape[0]):
+        frames = np.ascontiguousarray(px[s])  # a strided view is gathered once; the reductions need it contiguous
+        means[s], std = _mean_and_std(frames)
+        motion[s] = std / np.float32(_robust_scale(frames))
     return motion, means
 
 
@@ -196,10 +209,15 @@ def localize_heart(
 
     The blood-pool scores are computed only in a window around the motion peak: what lies within ``search_mm``
     of it plus ``cavity_radius_mm`` (where the per-slice centres may fall) plus the largest kernel's reach, so
-    every score that is used sees the same pixels as on the whole image.
+    every score that is used sees the same pixels as on the whole image. A study finer than
+    ``LOCALIZE_SPACING_MM`` is localised on every ``localization_stride``-th pixel; the centres are given in the
+    study's own pixels all the same.
     """
-    spacing = study.pixel_spacing  # (row, column) mm
-    motion, means = _slice_statistics(study)
+    stride = localization_stride(study.pixel_spacing)
+    pixels = study.pixels if stride == 1 else study.pixels[:, :, ::stride, ::stride]
+    spacing = (study.pixel_spacing[0] * stride, study.pixel_spacing[1] * stride)  # (row, column) mm of the grid used
+    matrix = pixels.shape[2:]
+    motion, means = _slice_statistics(pixels)
     sigma_px = (cavity_radius_mm / spacing[0], cavity_radius_mm / spacing[1])
     smooth = ndimage.gaussian_filter(motion.sum(axis=0), sigma_px, mode="constant")
     motion_peak = tuple(float(v) for v in np.unravel_index(int(np.argmax(smooth)), smooth.shape))
@@ -209,7 +227,7 @@ def localize_heart(
     needed = [int(np.ceil((search_mm + cavity_radius_mm) / sp)) + 1 for sp in spacing]
     box = [
         (max(int(p) - n - k, 0), min(int(p) + n + k + 1, size))
-        for p, n, k, size in zip(motion_peak, needed, reach, study.matrix, strict=True)
+        for p, n, k, size in zip(motion_peak, needed, reach, matrix, strict=True)
     ]
     (r0, r1), (c0, c1) = box
     scorer = BloodPoolScorer((r1 - r0, c1 - c0), spacing, radii)
@@ -237,7 +255,7 @@ def localize_heart(
     # keep a slice's own centre when it is near the axis (breath-hold shifts), else the axis
     offset_mm = np.hypot((raw[:, 0] - line[:, 0]) * spacing[0], (raw[:, 1] - line[:, 1]) * spacing[1])
     centers = np.where(((offset_mm <= snap_mm) & lv_slices)[:, None], raw, line)
-    return HeartLocation(centers=centers, lv_slices=lv_slices, presence=presence)
+    return HeartLocation(centers=centers * stride, lv_slices=lv_slices, presence=presence)
 
 
 def _unravel(flat_index: np.integer, shape: tuple[int, ...], origin: tuple[int, int]) -> tuple[float, float]:

@@ -121,8 +121,13 @@ def _slice_neighbours(coords: np.ndarray, n_src: int) -> tuple[np.ndarray, np.nd
 def _interp_slices(arr: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Linear interpolation along axis 0 at fractional indices ``coords`` (reads only those neighbours)."""
     lo, hi = _slice_neighbours(coords, arr.shape[0])
-    w = (coords - lo).reshape((-1,) + (1,) * (arr.ndim - 1))
+    w = (coords - lo).astype(_weight_dtype(arr)).reshape((-1,) + (1,) * (arr.ndim - 1))
     return (1.0 - w) * arr[lo] + w * arr[hi]
+
+
+def _weight_dtype(arr: np.ndarray) -> np.dtype:
+    """Interpolation weights in the array's own float precision (float32 pixels stay float32: half the traffic)."""
+    return np.result_type(arr.dtype, np.float32)
 
 
 def resample_phases(values: np.ndarray, fractions: np.ndarray, n_out: int) -> np.ndarray:
@@ -135,7 +140,8 @@ def resample_phases(values: np.ndarray, fractions: np.ndarray, n_out: int) -> np
     xp = np.concatenate([frac - 1.0, frac, frac + 1.0])
     pos = np.searchsorted(xp, targets, side="right")
     x0, x1 = xp[pos - 1], xp[pos]
-    w = ((targets - x0) / np.where(x1 > x0, x1 - x0, 1.0)).reshape((-1,) + (1,) * (values.ndim - 1))
+    w = ((targets - x0) / np.where(x1 > x0, x1 - x0, 1.0)).astype(_weight_dtype(values))
+    w = w.reshape((-1,) + (1,) * (values.ndim - 1))
     before, after = values[order[(pos - 1) % n]], values[order[pos % n]]
     return ((1.0 - w) * before + w * after).astype(values.dtype, copy=False)
 

@@ -341,3 +341,20 @@ def test_offline_corrections_are_delivered_once_after_a_restart(env) -> None:
     with ResultsDB(env.db) as db:
         rows = db.corrections()
         assert len(rows) == n_before + 3 and all(r["sent_utc"] for r in rows)
+
+
+def test_client_sends_the_servers_token(tmp_path_factory):
+    """Against a server started with STRAN_API_TOKEN: without the token the client's error says what to set; with it
+    (argument or environment) every call works."""
+    work = tmp_path_factory.mktemp("token")
+    cohort = sf.make_phantom_cohort(work / "cohort", 2, 31)
+    server = sf.start_server(sf.make_datastore(cohort, work / "datastore"), work, env={"STRAN_API_TOKEN": "t0ken"},
+                             ready_headers={"Authorization": "Bearer t0ken"})
+    try:
+        with pytest.raises(C.RequestRejected) as refused:
+            C.MonaiLabelClient(server.url, token="").info()
+        assert refused.value.status == 401 and "STRAN_API_TOKEN" in str(refused.value)
+        assert "models" in C.MonaiLabelClient(server.url, token="t0ken").info()
+        assert C.MonaiLabelClient(server.url, token="t0ken").datastore() is not None
+    finally:
+        server.stop()

@@ -154,3 +154,27 @@ def test_steps_after_localisation_read_only_a_window_around_the_heart(phantoms):
         assert np.shares_memory(window, study.pixels) and window.shape[:2] == study.pixels.shape[:2]
         extent = c.size * c.spacing_mm / np.asarray(study.pixel_spacing) + np.ptp(d["prep"].centers, axis=0) + 6
         assert np.all(np.asarray(window.shape[2:]) <= extent), (window.shape, extent)
+
+
+def test_fine_grid_is_localised_on_a_coarser_one_and_lands_where_the_full_grid_does(monkeypatch):
+    """A 0.9 mm study (2x interpolated) is localised on every 2nd pixel: centres in the study's own pixels, within
+    one coarse pixel of localising on every pixel, and inside the LV blood pool; coarser than 1.0 mm uses every pixel."""
+    import dataclasses
+
+    from stran.transforms import localize
+
+    assert localize.localization_stride((1.8, 1.8)) == 1 and localize.localization_stride((1.01, 1.01)) == 1
+    assert localize.localization_stride((0.9, 0.9)) == 2 and localize.localization_stride((0.6, 0.6)) == 3
+    cfg = sample_config(7, scenario="A")
+    acq = dataclasses.replace(cfg.acquisition, rows=336, cols=384, pixel_spacing=0.9)
+    phantom = generate_study(dataclasses.replace(cfg, acquisition=acq))
+    coarse = localize_heart(phantom.cine)
+    monkeypatch.setattr(localize, "LOCALIZE_SPACING_MM", 0.5)
+    full = localize_heart(phantom.cine)
+    assert np.abs(coarse.centers - full.centers).max() <= 2.0 + 1e-9
+    np.testing.assert_array_equal(coarse.lv_slices, full.lv_slices)
+    for s in range(phantom.cine.n_slices):
+        pool = phantom.truth.masks[s, 0] == LV_BLOOD
+        if pool.sum() >= 200 and coarse.lv_slices[s]:
+            r, c = np.round(coarse.centers[s]).astype(int)
+            assert pool[r, c], f"slice {s}: centre {coarse.centers[s]} not in the LV"

@@ -10,6 +10,17 @@ the stored localisation it rebuilds the whole network input the old way (full fr
 against the stored samples. A faster chain must agree: the same localisation, input within 1e-3, identical
 labels, probabilities to 3 decimals, the map on the study grid unchanged.
 
+One deliberate change since: a study finer than 1 mm (the 2x interpolated ``384x336-fine``) is localised on
+every 2nd pixel (``stran.transforms.localize.localization_stride``), so its centres may move by up to one coarse
+pixel (they moved by 1.0-1.1 fine pixels, 0.9-1.0 mm); for such a case the test bounds that move, checks
+everything after localisation exactly against the old chain rebuilt with the new centres, and bounds the
+detection's change (study probability 0.936 -> 0.966, slices within 0.035, segments within 0.064). Every study at
+coarser spacing, the whole phantom cohort included (1.4-2.2 mm), is still pinned exactly, except one:
+``border`` (the heart cut by the image edge) gives other per-slice centres on some machines than on the one that
+wrote the reference (up to 1.75 px in 3 of 8 slices on a 2-core AVX-512 Xeon, 2 Dec 2026, where the localiser of
+commit d911d94 and today's agree with each other), so its centres are bounded by ``PLATFORM_TOLERANCE_PX`` and the
+rest of its chain is checked exactly from the centres found, as for a strided case.
+
 The studies are regenerated from their phantom configurations; a checksum of their pixels is stored too, so a
 change of the phantom generator fails with its own message instead of looking like a preprocessing change.
 Write the file again (``python tests/unit/test_preprocess_equivalence.py --write``) only when the preprocessing
@@ -32,6 +43,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from stran.phantom import generate_study, sample_config
+from stran.transforms.localize import localization_stride
 from stran.transforms.preprocess import PreprocessConfig, preprocess_with_labels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +64,9 @@ CASES: dict[str, tuple[int, dict[str, Any], dict[str, Any], bool]] = {
         False,
     ),
 }
+
+
+PLATFORM_TOLERANCE_PX = {"border": 2.0}  # see the module docstring
 
 
 def case_study(name: str):
@@ -201,8 +216,12 @@ def test_network_input_and_labels_match_the_reference(reference, studies, name):
 
     image, labels, prep = preprocess_with_labels(p.cine, p.truth.masks, config)
     np.testing.assert_array_equal(prep.lv_slices, reference[f"{name}/lv_slices"])
-    np.testing.assert_allclose(prep.centers, centers, atol=1e-9)
+    stride = localization_stride(p.cine.pixel_spacing)
+    tolerance = max(float(stride) if stride > 1 else 0.0, PLATFORM_TOLERANCE_PX.get(name, 0.0))
+    np.testing.assert_allclose(prep.centers, centers, atol=tolerance or 1e-9)
     np.testing.assert_allclose(prep.slice_coords, coords, atol=1e-12)
+    if tolerance:  # the rest of the chain must match the old one from the centres found
+        old_image, old_labels, old_range = _full_frame_chain(p.cine, p.truth.masks, config, prep.centers, coords)
     diff = float(np.abs(image.numpy() - old_image).max())
     assert diff <= 1e-3, f"{name}: network input differs by up to {diff:.2e}"
     np.testing.assert_array_equal(labels, old_labels)
@@ -214,11 +233,15 @@ def test_detection_matches_the_reference(reference, studies, name):
     _check_generator(reference, studies, name)
     expected = reference["meta"][name]["detection"]
     got = _detection_summary(studies[name].cine)
-    assert abs(got["study_probability"] - expected["study_probability"]) < 5e-4
+    exact = localization_stride(studies[name].cine.pixel_spacing) == 1
+    tolerance = {"study_probability": 5e-4, "slice_probabilities": 5e-4, "segment_probabilities": 5e-4} if exact else \
+        {"study_probability": 0.05, "slice_probabilities": 0.05, "segment_probabilities": 0.1}
+    assert abs(got["study_probability"] - expected["study_probability"]) < tolerance["study_probability"]
     for key in ("slice_probabilities", "segment_probabilities"):
         for a, b in zip(got[key], expected[key], strict=True):
-            assert (a is None) == (b is None) and (a is None or abs(a - b) < 5e-4), (key, a, b)
-    np.testing.assert_allclose(got["map_sums"], expected["map_sums"], rtol=1e-4, atol=1e-2)
+            assert (a is None) == (b is None) and (a is None or abs(a - b) < tolerance[key]), (key, a, b)
+    if exact:
+        np.testing.assert_allclose(got["map_sums"], expected["map_sums"], rtol=1e-4, atol=1e-2)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 DEFAULT_MODEL = "scar"
+TOKEN_ENV = "STRAN_API_TOKEN"  # the server's shared access token, when it has one (docs/security.md)
 ProgressCallback = Callable[[float | None, str], None]
 
 
@@ -258,7 +259,9 @@ class MonaiLabelClient:
         transfer_timeout: float = 120.0,
         client_id: str | None = None,
         session: requests.Session | None = None,
+        token: str | None = None,
     ) -> None:
+        """``token``: the server's shared access token (docs/security.md); None reads ``$STRAN_API_TOKEN``."""
         self.url = normalise_url(url)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -267,6 +270,9 @@ class MonaiLabelClient:
         self.client_id = client_id or f"cinescar-{uuid.uuid4().hex[:8]}"
         self._session = session or requests.Session()
         self._session.headers.setdefault("User-Agent", "CineScar-Slicer/1.0")
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
         self._session.close()
@@ -577,6 +583,8 @@ def _status_error(response: requests.Response, url: str, action: str) -> HTTPSta
             "See the server's log (the terminal running it, or GET /logs/)."
         return ServerError(f"The server at {url} failed while {action} (HTTP {status}): {detail}. {hint}",
                            status=status, detail=detail, url=url, action=action)
+    if status == 401:
+        detail += f" (set {TOKEN_ENV} to the server's token before starting Slicer, or ask its operator for it)"
     cls = {404: NotFound, 409: Conflict, 429: TrainingAlreadyRunning}.get(status, RequestRejected)
     return cls(f"The server refused {action} (HTTP {status}): {detail}", status=status, detail=detail, url=url,
                action=action)

@@ -15,6 +15,7 @@ import logging
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
@@ -51,16 +52,22 @@ class ScarInfer(InferTask):
 
     def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[str | None, dict[str, Any]]:
         detector = self.scar_config.detector()
+        shown = request.get("image_id") or "the uploaded study"
         try:
             study = load_study(request["image"])
-        except CineLoadError as exc:
-            raise HTTPException(422, f"cannot read the study: {exc}") from exc
+        except CineLoadError as exc:  # the message names the server's copy: name what the client sent instead
+            raise HTTPException(422, f"cannot read {shown}: {str(exc).replace(request['image'], shown)}") from exc
+        if not np.isfinite(np.sum(study.pixels, dtype=np.float64)):
+            raise HTTPException(422, f"{shown} holds NaN or infinite pixel values; a cine has finite intensities")
+        try:
+            mc_samples = int(request.get("mc_samples", detector.mc_samples))
+            if not 0 <= mc_samples <= 64:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise HTTPException(422, "mc_samples must be a whole number from 0 to 64") from None
         with_attention = str(request.get("with_attention", True)).lower() not in ("false", "0")
         detection = detector.detect(
-            study,
-            image_id=request.get("image_id", ""),
-            with_attention=with_attention,
-            mc_samples=int(request.get("mc_samples", detector.mc_samples)),
+            study, image_id=request.get("image_id", ""), with_attention=with_attention, mc_samples=mc_samples
         )
         result = detection.result
         logger.info(

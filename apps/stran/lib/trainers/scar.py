@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.trainers.lifetime import TrainingLock, exit_with_parent
 from stran.atomic import atomic_write_text, atomic_write_with
 from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.labels import read_label_file
@@ -134,7 +135,21 @@ class ScarTrainer(TrainTask):
         one-class validation set, is written as null, since NaN would break every JSON client)."""
         atomic_write_text(self.stats_path, json.dumps(_finite(stats), indent=1, default=str))
 
+    def lock(self) -> TrainingLock:
+        """The lock that keeps one training of this model at a time, across server restarts."""
+        return TrainingLock(self.scar_config.model_dir, self.scar_config.name)
+
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """Train in MONAI Label's training process: holding the model's lock, and ending if the server dies."""
+        lock = self.lock()
+        lock.acquire()
+        exit_with_parent(on_exit=lock.release)
+        try:
+            return self._train(request, datastore)
+        finally:
+            lock.release()
+
+    def _train(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         opts, records = self.validate(request, datastore)
         train, val = split_records(records, [1 - opts["val_split"], opts["val_split"]], seed=opts["seed"])
         if not val:
