@@ -444,6 +444,10 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.studyComboBox.addItem(imageId, imageId)
         self.ui.studyComboBox.currentIndex = self.ui.studyComboBox.findData(imageId)
         self.ui.datastoreRadioButton.checked = True
+        reason = (self.logic.lastPick() or {}).get("reason")
+        if reason:
+            self.ui.studyComboBox.toolTip = reason
+            slicer.util.showStatusMessage(_("Next study: {reason}").format(reason=reason), 15000)
         self.onDetect(imageId=imageId)
 
     # ---------------------------------------------------------------- training
@@ -630,6 +634,10 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
     def sendWaitingCorrections(self, progress=None, cancel=None):
         """(worker)"""
         return self.requireSession().flush_queue(progress=progress, cancel=cancel)
+
+    def lastPick(self):
+        """The server's last next-study answer (with its ``reason``), or None."""
+        return self.session.last_pick if self.session is not None else None
 
     def nextStudy(self, progress=None, cancel=None):
         """(worker) The id of the most uncertain study without a label, or None."""

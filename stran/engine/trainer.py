@@ -67,6 +67,7 @@ class TrainConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     init_checkpoint: str = ""  # start from these weights (fine-tuning) instead of a random initialisation
     num_threads: int = 2
+    time_budget_s: float = 0.0  # > 0: start no epoch that would end past this many seconds (interactive retraining)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment_config, dict):
@@ -96,6 +97,7 @@ class TrainConfig:
         d = self.to_dict()
         d.pop("epochs")
         d.pop("num_threads")
+        d.pop("time_budget_s")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -120,6 +122,9 @@ class TrainResult:
     history: list[EpochStats]
     stopped_early: bool
     resumed_from_epoch: int
+    initial_val_loss: float | None = None  # the starting weights' validation loss (fine-tuning), before any step
+    initial_val_auc: float | None = None
+    stopped_by_budget: bool = False
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -213,13 +218,17 @@ class Trainer:
         c = self.config
         torch.set_num_threads(c.num_threads)
         torch.manual_seed(c.seed)
+        started = time.perf_counter()
         model = build_model(c.model, **c.model_config)
-        if c.init_checkpoint:
-            model = self._initial_weights(c.init_checkpoint)
-        optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.lr * 0.02)
         train_dl, val_dl = self._loaders()
         loss_fn = self._loss()
+        initial: tuple[float | None, float | None] = (None, None)
+        if c.init_checkpoint:
+            model = self._initial_weights(c.init_checkpoint)
+            loss0, probs0, y0, _ = self._validate(model, loss_fn, val_dl)  # what a new model has to beat
+            initial = (loss0, roc_auc(y0, probs0))
+        optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.lr * 0.02)
 
         start_epoch, history, stale, best_model = 0, [], 0, None
         best = {"epoch": -1, "val_loss": float("inf"), "val_auc": float("nan"), "threshold": 0.5}
@@ -236,10 +245,15 @@ class Trainer:
             log.info("resuming %s from epoch %d", self.out_dir, start_epoch)
         resumed_from = start_epoch
 
-        stopped_early = stale >= c.patience
+        stopped_early, out_of_time = stale >= c.patience, False
         for epoch in range(start_epoch, c.epochs):
             if stopped_early:
                 break
+            if c.time_budget_s > 0 and history and epoch > start_epoch:
+                out_of_time = time.perf_counter() - started + history[-1].seconds > c.time_budget_s
+                if out_of_time:
+                    log.info("time budget of %.0f s reached after %d epochs", c.time_budget_s, epoch)
+                    break
             t0 = time.perf_counter()
             self._seed_epoch(epoch)
             train_loss = self._train_epoch(model, optimizer, loss_fn, train_dl, epoch, progress, callback)
@@ -284,6 +298,9 @@ class Trainer:
             history=history,
             stopped_early=stopped_early,
             resumed_from_epoch=resumed_from,
+            initial_val_loss=initial[0],
+            initial_val_auc=initial[1],
+            stopped_by_budget=out_of_time,
         )
 
     def refit_reader(self, state: dict[str, torch.Tensor], best: dict[str, Any], progress: bool = True,

@@ -367,7 +367,7 @@ class ResultsDB:
             )
         conn.execute(S.corrections.insert().values(
             **content, correction_id=corr_id, created_utc=row["created_utc"] or now, recorded_utc=now,
-            payload_sha256=digest, sent_utc=sent,
+            payload_sha256=digest, sent_utc=sent, picked_by=row.get("picked_by"),
         ))
         return corr_id
 

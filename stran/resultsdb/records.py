@@ -309,7 +309,8 @@ def parse_detection(result: Any) -> dict[str, Any]:
 def parse_correction(correction: Any) -> dict[str, Any]:
     """A reviewer's label (the ``.scar.json`` content) plus ``correction_id``, ``study_uid``, ``image_id``.
 
-    Optional: ``detection_id`` (the detection that was corrected), ``created_utc`` (default: now).
+    Optional: ``detection_id`` (the detection that was corrected), ``created_utc`` (default: now), ``picked_by``
+    (the next-study answer that chose the study: a JSON object, e.g. strategy, score, model_sha256).
     """
     correction = _mapping(correction, "correction")
     correction_id = _id(_get(correction, "correction_id", "", required=True), "correction_id")
@@ -336,6 +337,7 @@ def parse_correction(correction: Any) -> dict[str, Any]:
             "reviewer": _text(_get(correction, "reviewer", "", required=True), "reviewer", optional=False),
             "comment": _text(_get(correction, "comment", "", required=False), "comment") or "",
             "created_utc": None if created is None else parse_utc(created, "created_utc"),
+            "picked_by": _json_object(_get(correction, "picked_by", "", required=False), "picked_by"),
         }
     except InvalidRecordError as exc:
         raise InvalidRecordError(f"correction {correction_id!r}: {exc}", field=exc.field) from None

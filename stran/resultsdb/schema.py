@@ -9,6 +9,7 @@ History:
 
 * v1: meta, schema_history, studies, models, detections, corrections.
 * v2: adds ``training_runs`` and ``corrections.sent_utc`` (when a correction reached the server).
+* v3: adds ``corrections.picked_by`` (which active-learning strategy and model chose the study, if one did).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -151,6 +152,7 @@ corrections = Table(
     Column("recorded_utc", String(TIME), nullable=False),
     Column("payload_sha256", String(64), nullable=False),
     Column("sent_utc", String(TIME), comment="v2: when the label reached the MONAI Label server; NULL = not yet"),
+    Column("picked_by", _json(), comment="v3: the next-study answer that chose this study (strategy, score, model)"),
     CheckConstraint("study_label IN (0, 1)", name="study_label"),
     CheckConstraint("source IN ('LGE', 'visual')", name="source"),
     Index(None, "study_uid", "created_utc"),
@@ -195,9 +197,15 @@ def _v1_to_v2(conn: Connection) -> None:
     next(i for i in corrections.indexes if [c.name for c in i.columns] == ["sent_utc"]).create(conn)
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    column_type = corrections.c.picked_by.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE corrections ADD COLUMN picked_by {column_type}"))
+
+
 #: ``MIGRATIONS[n]`` turns a version n-1 database into version n. Never edit a released step: add one.
 MIGRATIONS: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("add training_runs; add corrections.sent_utc", _v1_to_v2),
+    3: ("add corrections.picked_by", _v2_to_v3),
 }
 
 

@@ -210,6 +210,13 @@ def test_training_state_machine(tmp_path: Path) -> None:
     final = session.wait_for_training(session.start_training({}), poll_s=0.01, publish_grace_s=0.05)
     assert final.state == "failed" and "still serves the old model" in final.message
 
+    kept = {"status": "KEPT_ASIDE", "started": "b", "reason": "the new model is worse on the held-out reviewed studies"}
+    client = StubClient([(info("old", old), {}), (info("old", kept), {"id": "task-2", "status": "DONE"})])
+    session = S.ScarSession("http://unused", client=client, db=tmp_path / "kept.sqlite")
+    final = session.wait_for_training(session.start_training({}), poll_s=0.01)
+    assert final.state == "kept_aside" and final.finished and "worse on the held-out" in final.message
+    assert session.db.training_runs()[0]["status"] == "failed"  # not published: the old model serves
+
 
 def test_training_waits_out_a_short_outage() -> None:
     class Flaky(StubClient):

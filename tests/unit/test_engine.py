@@ -188,3 +188,16 @@ def test_train_command_logs_scalars_for_tensorboard(cohort, tmp_path):
     assert [e.value for e in events.Scalars("val/loss")] == pytest.approx([h["val_loss"] for h in history])
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
     assert len(events.Scalars("train/step_loss")) == 2 * 2  # 6 training studies in batches of 3, two epochs
+
+
+def test_fine_tuning_reports_the_starting_weights_loss_and_keeps_to_its_time_budget(splits, cache, tmp_path):
+    """The loss the starting weights have on the validation studies (what a retrained model must beat) comes back
+    with the result; with a time budget smaller than one epoch, training stops after the first epoch."""
+    train, val = splits
+    first = Trainer(small_config(epochs=1, refit_reader=False), train, val, tmp_path / "a", cache_dir=cache)
+    start = first.fit(progress=False)
+    assert start.initial_val_loss is None  # a random initialisation is nothing to defend
+    tuned = Trainer(small_config(epochs=5, refit_reader=False, init_checkpoint=str(start.best_checkpoint),
+                                 time_budget_s=1e-3), train, val, tmp_path / "b", cache_dir=cache).fit(progress=False)
+    assert tuned.initial_val_loss == pytest.approx(start.best_val_loss, rel=1e-4)
+    assert len(tuned.history) == 1 and tuned.stopped_by_budget

@@ -403,39 +403,42 @@ V1_ROWS = [
 def test_a_version_1_database_is_migrated_keeping_its_data(backend_url: str) -> None:
     run_sql(backend_url, *V1_DDL, *V1_ROWS)
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from == 1 and db.schema_version == SCHEMA_VERSION == 2
+        assert db.migrated_from == 1 and db.schema_version == SCHEMA_VERSION == 3
         (old,) = db.detections()
         assert old["detection_id"] == "old-1" and old["slice_probabilities"] == [0.2, None, 0.9]
         assert old["model_version"] == "0.0.9" and old["patient_pseudonym"] == "anon-old"
         (corr,) = db.corrections()
-        assert corr["slice_labels"] == [0, None, 1] and corr["sent_utc"] is None
+        assert corr["slice_labels"] == [0, None, 1] and corr["sent_utc"] is None and corr["picked_by"] is None
         history = db.rows("schema_history")
-        assert [h["version"] for h in history] == [1, 2]
+        assert [h["version"] for h in history] == [1, 2, 3]
         assert history[1]["description"].startswith("migrated from 1")
         # the new parts work, and the old data take part in the usual rules
         db.record_training_run(training_run("r-0001"))
         assert db.mark_corrections_sent(["oldc-1"]) == 1
+        picked = {"strategy": "most_uncertain", "score_name": "entropy", "score": 0.61, "model_sha256": "ab" * 32}
+        db.record_correction(correction("c-0003", study_uid="1.2.9", picked_by=picked))
+        assert {c["correction_id"]: c["picked_by"] for c in db.corrections()}["c-0003"] == picked
         with pytest.raises(InvalidRecordError, match="has 3 slices"):
             db.record_correction(correction("c-0002", study_uid="1.2.3"))
         key = bytes.fromhex("ab" * 32)  # the stored key is kept
         assert db.pseudonym("X") == "anon-" + hmac.new(key, b"X", hashlib.sha256).hexdigest()[:24]
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from is None and db.schema_version == 2
-        assert db.counts() == {"schema_history": 2, "studies": 1, "models": 1, "detections": 1, "corrections": 1,
+        assert db.migrated_from is None and db.schema_version == 3
+        assert db.counts() == {"schema_history": 3, "studies": 2, "models": 1, "detections": 1, "corrections": 2,
                                "training_runs": 1}
 
 
 def test_a_database_from_a_newer_version_is_refused_and_left_alone(backend_url: str) -> None:
     with ResultsDB(backend_url) as db:
         fill(db)
-    run_sql(backend_url, "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+    run_sql(backend_url, "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
             "CREATE TABLE future_things (id INTEGER PRIMARY KEY)")
-    with pytest.raises(SchemaVersionError, match=r"schema version 3, written by a newer version of ST-RAN Scar; "
-                                                 r"this version reads schema versions 1 to 2"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 4, written by a newer version of ST-RAN Scar; "
+                                                 r"this version reads schema versions 1 to 3"):
         ResultsDB(backend_url)
     engine = create_engine(database_url(backend_url))
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "3"
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "4"
         assert conn.execute(text("SELECT COUNT(*) FROM detections")).scalar_one() == 2
     engine.dispose()
 

@@ -178,6 +178,7 @@ class Correction:
     detection_id: str | None = None
     correction_id: str = field(default_factory=new_id)
     created_utc: str = field(default_factory=utc_now)
+    picked_by: dict | None = None  # the next-study answer that chose this study, when one did
 
     def label(self) -> dict:
         """The label file content, as the server validates it."""
@@ -196,8 +197,11 @@ class Correction:
 
     def record(self) -> dict:
         """The results-database record."""
-        return {**self.label(), "correction_id": self.correction_id, "study_uid": self.study_uid,
-                "image_id": self.image_id, "detection_id": self.detection_id, "created_utc": self.created_utc}
+        record = {**self.label(), "correction_id": self.correction_id, "study_uid": self.study_uid,
+                  "image_id": self.image_id, "detection_id": self.detection_id, "created_utc": self.created_utc}
+        if self.picked_by:
+            record["picked_by"] = self.picked_by
+        return record
 
     @classmethod
     def from_record(cls, row: dict) -> Correction:
@@ -258,7 +262,7 @@ class TrainingRun:
 
 @dataclass
 class TrainingProgress:
-    state: str  # "running", "publishing", "live", "failed"
+    state: str  # "running", "publishing", "live", "kept_aside" (trained but worse: the old model stays), "failed"
     message: str
     fraction: float | None = None
     epoch: int | None = None
@@ -268,7 +272,7 @@ class TrainingProgress:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("live", "failed")
+        return self.state in ("live", "kept_aside", "failed")
 
 
 # ----------------------------------------------------------------------------- session
@@ -297,6 +301,7 @@ class ScarSession:
         self.auto_export = auto_export
         self.log = log or (lambda message: None)
         self.status: ServerStatus | None = None
+        self.last_pick: dict | None = None  # the last next-study answer (id, score, reason, model)
         self._db = None
         self._db_location: str | None = None
         self._owns_db = False
@@ -505,11 +510,15 @@ class ScarSession:
 
     def make_correction(self, detection: Detection, *, study_label: int, slice_labels: list | None = None,
                         reviewer: str, source: str = "visual", comment: str = "") -> Correction:
-        """A correction of ``detection`` (slice labels default to the predicted ones)."""
+        """A correction of ``detection`` (slice labels default to the predicted ones); when the study was the last
+        next-study answer, the correction remembers which strategy and model chose it."""
         labels = detection.predicted_slice_labels() if slice_labels is None else list(slice_labels)
+        pick = self.last_pick if self.last_pick and self.last_pick.get("id") == detection.image_id else None
+        picked_by = None if pick is None else {k: pick[k] for k in ("strategy", "score_name", "score", "model_sha256")
+                                               if k in pick}
         return Correction(image_id=detection.image_id, study_uid=detection.study_uid, study_label=study_label,
                           slice_labels=labels, reviewer=reviewer, source=source, comment=comment,
-                          detection_id=detection.detection_id or None)
+                          detection_id=detection.detection_id or None, picked_by=picked_by or None)
 
     def submit_correction(self, correction: Correction, *, n_slices: int | None = None, progress: Progress = None,
                           cancel: CancelToken | None = None) -> SubmitOutcome:
@@ -620,9 +629,15 @@ class ScarSession:
 
     def next_study(self, strategy: str = "most_uncertain", *, progress: Progress = None,
                    cancel: CancelToken | None = None) -> str | None:
-        """The id of the next study to review (None when every study has a label)."""
+        """The id of the next study to review (None when every study has a label); the server's whole answer, with
+        its ``reason``, is kept in ``last_pick``."""
         answer = self.client.next_sample(strategy, progress=progress, cancel=cancel)
-        return None if answer is None else str(answer["id"])
+        self.last_pick = answer
+        if answer is None:
+            return None
+        if answer.get("reason"):
+            self.log(f"next study {answer['id']}: {answer['reason']}")
+        return str(answer["id"])
 
     # ---------------------------------------------------------------- training
 
@@ -661,6 +676,9 @@ class ScarSession:
         if status == "FAILED":
             return TrainingProgress("failed", f"Training failed on the server: {stats.get('error') or 'no reason given'}",
                                     fraction, epoch, epochs, metrics)
+        if status == "KEPT_ASIDE":
+            return TrainingProgress("kept_aside", f"New model kept aside, the old one still serves: {stats.get('reason')}",
+                                    1.0, epoch, epochs, metrics)
         if status == "DONE":
             new_sha = str(stats.get("model_sha256") or "")
             if sha_now and (sha_now == new_sha or (not new_sha and sha_now != run.sha_before)):

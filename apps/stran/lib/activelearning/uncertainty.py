@@ -1,7 +1,13 @@
-"""Strategy ``most_uncertain``: serve the unlabelled study the current model is least sure about."""
+"""Strategy ``most_uncertain``: serve the unlabelled study the current model is least sure about.
+
+The answer says why (``reason``: one line a reader can take in) and under which model; the pick is remembered in
+the study's info (``picked``: strategy, score, model SHA-256, time, client), so the datastore knows which studies
+were chosen by which strategy and model version.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import HTTPException
@@ -9,6 +15,9 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from lib.scoring.uncertainty import INFO_KEY, SCORES, ScarUncertaintyScoring
+
+SCORE_WORDS = {"entropy": "predictive entropy", "mutual_information": "mutual information (BALD)",
+               "std": "spread of the MC-dropout probabilities"}
 
 
 class MostUncertain(Strategy):
@@ -32,10 +41,20 @@ class MostUncertain(Strategy):
         if best is None:
             return None
         info = datastore.get_image_info(best[1])[INFO_KEY]
+        candidates = len(datastore.get_unlabeled_images(DefaultLabelTag.FINAL.value))
+        sha = str(scoring["model_sha256"])
+        picked = {"strategy": "most_uncertain", "score_name": key, "score": best[0], "model_sha256": sha,
+                  "ts": int(time.time()), "client_id": request.get("client_id", "")}
+        datastore.update_image_info(best[1], {"picked": picked})
         return {
             "id": best[1],
             "score": best[0],
             "score_name": key,
             "probability": info["probability"],
+            "strategy": "most_uncertain",
+            "model_sha256": sha,
+            "reason": (f"the model is least sure about this study among {candidates} without a review: "
+                       f"{SCORE_WORDS[key]} {best[0]:.3f}, scar probability {info['probability']:.2f} "
+                       f"(model {sha[:12]})"),
             "scored": len(scoring["scored"]),  # studies (re)scored for this request; 0 when the model is unchanged
         }

@@ -1,8 +1,13 @@
 """Train task: the ``stran`` training engine on the datastore's reviewer labels, published atomically.
 
-The new model is written next to the served one only after training succeeds
-(``os.replace``), so a failed or stopped run leaves the previous model serving,
-and the next inference picks the new file up by its modification time.
+Retraining after corrections is a fine-tuning of the served model with a budget a reader waits for
+(``time_budget_s``): on the studies reviewed since the served model was published, plus a replay sample of
+earlier reviewed ones (at most ``max_studies`` in all) so that it does not forget them. The app keeps serving the
+old model until the new one is validated: on the held-out reviewed studies its validation loss may exceed the old
+model's by at most ``max_loss_increase``; otherwise it is kept aside in ``<model_dir>/kept_aside/`` and the
+training statistics say why. A published model is written next to the served one only after that check
+(``os.replace``), so a failed, stopped or rejected run leaves the previous model serving, and the next inference
+picks the new file up by its modification time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,12 +66,19 @@ def training_options(request: dict[str, Any], defaults: dict[str, Any]) -> dict[
             problems.append(f"{key}={value!r} is not a valid {type(default).__name__}")
     if not 1 <= opts["epochs"] <= 1000:
         problems.append(f"epochs must be between 1 and 1000 (got {opts['epochs']})")
-    if not 0 < opts["lr"] < 1:
-        problems.append(f"lr must be in (0, 1) (got {opts['lr']})")
+    for key in ("lr", "finetune_lr"):
+        if not 0 < opts[key] < 1:
+            problems.append(f"{key} must be in (0, 1) (got {opts[key]})")
     if not 0 < opts["val_split"] < 1:
         problems.append(f"val_split must be in (0, 1) (got {opts['val_split']})")
     if not 1 <= opts["batch_size"] <= 64:
         problems.append(f"batch_size must be between 1 and 64 (got {opts['batch_size']})")
+    if not 0 <= opts["time_budget_s"] <= 86400:
+        problems.append(f"time_budget_s must be between 0 (no limit) and 86400 (got {opts['time_budget_s']})")
+    if not 0 <= opts["max_loss_increase"] <= 10:
+        problems.append(f"max_loss_increase must be between 0 and 10 (got {opts['max_loss_increase']})")
+    if not MIN_LABELLED <= opts["max_studies"] <= 100000:
+        problems.append(f"max_studies must be at least {MIN_LABELLED} (got {opts['max_studies']})")
     if opts["network"] not in available_models():
         problems.append(f"network {opts['network']!r} is not in the zoo {list(available_models())}")
     if problems:
@@ -93,12 +106,16 @@ class ScarTrainer(TrainTask):
     def config(self) -> dict[str, Any]:
         return {
             "epochs": 5,
-            "lr": 3e-4,
+            "lr": 3e-4,  # training a network from scratch
+            "finetune_lr": 3e-5,  # starting from the served model: small steps (docs/server.md, bench_retrain.py)
             "val_split": 0.25,
             "batch_size": 4,
             "network": self.scar_config.network_name,
             "init_from_current": True,
             "seed": 0,
+            "time_budget_s": 45.0,
+            "max_loss_increase": 0.05,
+            "max_studies": 32,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -116,6 +133,11 @@ class ScarTrainer(TrainTask):
             label = read_label_file(label_path)
             records.append(StudyRecord(image_id, Path(datastore.get_image_uri(image_id)), label))
         return records
+
+    def _served_since(self) -> float:
+        """When the served model was published (its file's time; 0 for the shipped model only)."""
+        published = self.scar_config.published_path
+        return os.path.getmtime(published) if os.path.exists(published) else 0.0
 
     def validate(self, request: dict[str, Any], datastore: Datastore) -> tuple[dict[str, Any], list[StudyRecord]]:
         """Options and data checks done before a training process is started (raises ValueError);
@@ -146,11 +168,20 @@ class ScarTrainer(TrainTask):
         exit_with_parent(on_exit=lock.release)
         try:
             return self._train(request, datastore)
+        except Exception as exc:
+            if self.stats().get("status") != "FAILED":  # failed before the training itself: say so in the status
+                self._write_stats({"status": "FAILED", "error": str(exc),
+                                   "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            raise
         finally:
             lock.release()
 
     def _train(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         opts, records = self.validate(request, datastore)
+        label_ts = {r.study_id: float(datastore.get_label_info(r.study_id, DefaultLabelTag.FINAL.value).get("ts", 0))
+                    for r in records}
+        records, recent = select_for_finetuning(records, label_ts, self._served_since(), opts["max_studies"],
+                                                opts["seed"])
         train, val = split_records(records, [1 - opts["val_split"], opts["val_split"]], seed=opts["seed"])
         if not val:
             train, val = train[1:], train[:1]
@@ -164,15 +195,17 @@ class ScarTrainer(TrainTask):
             model=opts["network"],
             model_config=stored_config(opts["network"], load_checkpoint(init)[1]["config"]) if init else {},
             epochs=opts["epochs"],
-            lr=opts["lr"],
+            lr=opts["finetune_lr"] if init else opts["lr"],
             batch_size=opts["batch_size"],
             seed=opts["seed"],
             patience=max(3, opts["epochs"]),
             init_checkpoint=init,
             refit_reader=False,  # a few reviewed studies, an interactive budget: the reader is fine-tuned with the rest
+            time_budget_s=opts["time_budget_s"],
         )
         base = {"status": "RUNNING", "started": started.isoformat(timespec="seconds"), "options": opts,
-                "train_studies": len(train), "val_studies": len(val), "initialised_from": init}
+                "train_studies": len(train), "val_studies": len(val), "initialised_from": init,
+                "recent_studies": recent, "replayed_studies": len(records) - recent}
         self._write_stats(base)
 
         def progress(event: dict[str, Any]) -> None:
@@ -187,15 +220,48 @@ class ScarTrainer(TrainTask):
             trainer = Trainer(config, train, val, run_dir, cache_dir=Path(self.scar_config.model_dir) / "cache",
                               trained_on=f"datastore {datastore.name()}: {len(train)} reviewed studies")
             result = trainer.fit(progress=False, callback=progress)
-            published = self.scar_config.published_path
-            atomic_write_with(published, lambda tmp: shutil.copyfile(result.best_checkpoint, tmp))
-            sha = load_checkpoint(published)[1]["sha256"]
+            base.update(best_val_loss=result.best_val_loss, best_val_auc=result.best_val_auc,
+                        served_val_loss=result.initial_val_loss, served_val_auc=result.initial_val_auc,
+                        stopped_by_budget=result.stopped_by_budget, threshold=result.threshold)
+            rejection = _rejection(result.best_val_loss, result.initial_val_loss, opts["max_loss_increase"])
+            if rejection:
+                target = Path(self.scar_config.model_dir) / "kept_aside" / f"{self.scar_config.name}-{started:%Y%m%d-%H%M%S}.pt"
+                atomic_write_with(target, lambda tmp: shutil.copyfile(result.best_checkpoint, tmp))
+                base.update(status="KEPT_ASIDE", reason=rejection, kept_aside=str(target.relative_to(self.scar_config.model_dir)))
+            else:
+                published = self.scar_config.published_path
+                atomic_write_with(published, lambda tmp: shutil.copyfile(result.best_checkpoint, tmp))
+                base.update(status="DONE", model_sha256=load_checkpoint(published)[1]["sha256"],
+                            published=os.path.basename(published))
         except Exception as exc:
             base.update(status="FAILED", error=str(exc), finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
             self._write_stats(base)
             raise
-        base.update(status="DONE", model_sha256=sha, published=os.path.basename(published), best_val_auc=result.best_val_auc,
-                    threshold=result.threshold, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        base["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self._write_stats(base)
-        logger.info("published %s (sha256 %s)", published, sha[:12])
+        logger.info("training of %s: %s", self.scar_config.name, base.get("reason") or f"published {base['published']}")
         return base
+
+
+def _rejection(new_loss: float, old_loss: float | None, margin: float) -> str:
+    """Why the new model must not replace the served one ('' when it may)."""
+    if old_loss is None or not math.isfinite(old_loss):
+        return ""
+    if not math.isfinite(new_loss) or new_loss > old_loss + margin:
+        return (f"the new model is worse on the held-out reviewed studies (validation loss {new_loss:.3f} against "
+                f"{old_loss:.3f} for the served model, more than the allowed {margin:g} higher); the served model "
+                "stays. Review more studies or retrain with other options")
+    return ""
+
+
+def select_for_finetuning(records: list[StudyRecord], label_ts: dict[str, float], since: float, cap: int,
+                          seed: int) -> tuple[list[StudyRecord], int]:
+    """Every study reviewed after ``since`` (newest first when more than ``cap``), then a seeded random replay
+    sample of the earlier reviewed ones up to ``cap`` in all; returns (records, how many are recent)."""
+    recent = sorted((r for r in records if label_ts.get(r.study_id, 0.0) > since),
+                    key=lambda r: -label_ts.get(r.study_id, 0.0))[:cap]
+    chosen = {r.study_id for r in recent}
+    earlier = [r for r in records if r.study_id not in chosen]
+    rng = random.Random(seed)
+    replay = rng.sample(earlier, min(len(earlier), cap - len(recent)))
+    return sorted(recent + replay, key=lambda r: r.study_id), len(recent)
