@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import HTTPException
 from lib.activelearning import MostUncertain
 from lib.configs import ScarConfig
-from lib.datastore import ScarDatastore, check_study_upload
+from lib.datastore import ScarDatastore, check_study_upload, removed_on_refusal
 from lib.dicom_import import install_dicom_import_route
 from lib.guard import install_request_guard
 from lib.routes import (
@@ -131,14 +131,11 @@ class STRANScarApp(MONAILabelApp):
             upload = image  # MONAI Label's copy of an uploaded study: removed here if the request fails
         else:
             raise HTTPException(404, f"image '{str(image)[:80]}' is not in the datastore")
-        try:
-            if upload is not None:
-                check_study_upload(upload)
+        if upload is None:
             return super().infer(request, datastore)
-        except Exception:
-            if upload is not None and os.path.isfile(upload):
-                os.unlink(upload)
-            raise
+        with removed_on_refusal(upload):
+            check_study_upload(upload)
+            return super().infer(request, datastore)
 
     def on_save_label(self, image_id: str, label_id: str) -> dict[str, Any]:
         """Count new reviewer labels; retrain automatically every ``auto_train_after`` labels when enabled."""

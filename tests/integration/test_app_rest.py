@@ -217,13 +217,22 @@ def test_nonsense_training_options_get_422(env, params, words):
     assert requests.get(f"{env['url']}/train/", params={"check_if_running": "true"}, timeout=30).status_code == 404
 
 
+def served_sha(url: str) -> str:
+    return requests.get(f"{url}/info/", timeout=30).json()["models"]["scar"]["model"]["sha256"]
+
+
+def retrain(url: str, options: dict) -> dict:
+    """POST /train/scar with ``options`` and wait for it; the training statistics."""
+    resp = requests.post(f"{url}/train/scar", json=options, timeout=60)
+    assert resp.status_code == 200, resp.text
+    return sf.wait_for_training(url)
+
+
 def test_short_training_publishes_a_new_model_that_the_next_inference_uses(env):
     url = env["url"]
-    old_sha = requests.get(f"{url}/info/", timeout=30).json()["models"]["scar"]["model"]["sha256"]
+    old_sha = served_sha(url)
     # a generous margin: this test is about publishing; the gate has its own test below
-    resp = requests.post(f"{url}/train/scar", json={"epochs": 1, "batch_size": 2, "max_loss_increase": 10}, timeout=60)
-    assert resp.status_code == 200, resp.text
-    stats = sf.wait_for_training(url)
+    stats = retrain(url, {"epochs": 1, "batch_size": 2, "max_loss_increase": 10})
     assert stats["status"] == "DONE", stats
     assert stats["served_val_loss"] is not None and stats["recent_studies"] + stats["replayed_studies"] >= 4
     assert stats["model_sha256"] != old_sha
@@ -239,14 +248,12 @@ def test_a_retrained_model_worse_than_the_served_one_is_kept_aside(env):
     """A learning rate that wrecks the weights: the new model's validation loss is far above the served model's, so
     it is kept aside with the reason, and detections still come from the served model."""
     url = env["url"]
-    old_sha = requests.get(f"{url}/info/", timeout=30).json()["models"]["scar"]["model"]["sha256"]
-    resp = requests.post(f"{url}/train/scar", json={"epochs": 1, "batch_size": 2, "finetune_lr": 0.9}, timeout=60)
-    assert resp.status_code == 200, resp.text
-    stats = sf.wait_for_training(url)
+    old_sha = served_sha(url)
+    stats = retrain(url, {"epochs": 1, "batch_size": 2, "finetune_lr": 0.9})
     assert stats["status"] == "KEPT_ASIDE", stats
     assert "the served model stays" in stats["reason"] and stats["best_val_loss"] > stats["served_val_loss"]
     assert (env["server"].app_dir / "model" / stats["kept_aside"]).is_file()
-    assert requests.get(f"{url}/info/", timeout=30).json()["models"]["scar"]["model"]["sha256"] == old_sha
+    assert served_sha(url) == old_sha
 
 
 def test_monai_label_python_client_works_too(env):

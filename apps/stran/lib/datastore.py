@@ -80,7 +80,7 @@ class ScarDatastore(LocalDatastore):
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Store an uploaded study after checking its id and that it is a 4-D cine NIfTI (``check_nifti_upload``)."""
-        with _removed_on_refusal(image_filename):
+        with removed_on_refusal(image_filename):
             name = os.path.basename(image_filename)
             if not name.endswith((".nii.gz", ".nii")):
                 raise HTTPException(415, "a study upload must be a 4-D NIfTI file (.nii.gz or .nii); nothing was stored")
@@ -131,7 +131,7 @@ class ScarDatastore(LocalDatastore):
             self._update_datastore_file()
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
-        with _removed_on_refusal(label_filename):
+        with removed_on_refusal(label_filename):
             _check(image_id, "image id")
             _check(label_tag, "label tag")
             return self._save_label(image_id, label_filename, label_tag, label_info)
@@ -187,7 +187,7 @@ def _check(value: str, what: str) -> str:
 
 
 @contextlib.contextmanager
-def _removed_on_refusal(upload: str) -> Iterator[None]:
+def removed_on_refusal(upload: str) -> Iterator[None]:
     """Delete MONAI Label's temporary copy of an upload when the request fails (it removes it only on success)."""
     try:
         yield
