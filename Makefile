@@ -11,7 +11,7 @@ SVENV := .venv-slicer
 PY := $(VENV)/bin/python
 SPY := $(SVENV)/bin/python
 
-.PHONY: setup demo serve test test-server test-slicer test-quick lint bench demo-model compare bound sample-data clean-venvs
+.PHONY: setup setup-pacs demo serve test test-server test-slicer test-quick lint bench demo-model compare bound sample-data clean-venvs
 
 setup: $(VENV)/.stamp $(SVENV)/.stamp
 
@@ -29,6 +29,20 @@ $(SVENV)/.stamp: requirements/slicer.lock stran/setup_env.py
 	@$(PYTHON) stran/setup_env.py $(SVENV) requirements/slicer.lock
 	@touch $@
 
+# Debian's Orthanc with its DICOMweb plugin, the PACS the tests start (stran/pacs/orthanc.py; they skip, saying what
+# to run, without it). Only a check when installed; otherwise apt-get as root or with password-less sudo, else one line.
+ORTHANC_BIN = $(or $(STRAN_ORTHANC),$(shell command -v Orthanc 2>/dev/null),/usr/sbin/Orthanc)
+ORTHANC_PLUGIN = $(or $(STRAN_ORTHANC_PLUGIN),/usr/share/orthanc/plugins/libOrthancDicomWeb.so)
+ORTHANC_PKGS := orthanc orthanc-dicomweb
+setup-pacs:
+	@if [ -f "$(ORTHANC_BIN)" ] && [ -f "$(ORTHANC_PLUGIN)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "Orthanc is not installed: run 'sudo apt-get install -y $(ORTHANC_PKGS)' (the PACS tests are skipped until then)"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "Orthanc is not installed and there is no apt-get: the PACS tests are skipped"; exit 0; }; \
+	echo "installing $(ORTHANC_PKGS) (apt-get)"; \
+	($$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(ORTHANC_PKGS) >/dev/null) \
+	  || echo "warning: could not install $(ORTHANC_PKGS); the PACS tests will be skipped"
+
 demo: $(VENV)/.stamp
 	$(PY) -m stran.cli demo
 
@@ -38,7 +52,7 @@ serve: $(VENV)/.stamp
 sample-data: $(VENV)/.stamp
 	$(PY) -m sample_data
 
-test: setup
+test: setup setup-pacs
 	$(MAKE) --no-print-directory test-server test-slicer
 
 test-server: $(VENV)/.stamp
@@ -48,19 +62,20 @@ test-slicer: $(SVENV)/.stamp $(VENV)/.stamp
 	$(SPY) -m pytest tests/slicer -q
 
 # Everything but the tests that start servers or train (about a minute or two).
-test-quick: setup
+test-quick: setup setup-pacs
 	$(PY) -m pytest tests/unit -q -m "not slow"
 	$(SPY) -m pytest tests/slicer -q -m "not slow"
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check stran apps training sample_data tests slicer_extension
 
-bench: $(VENV)/.stamp
+bench: $(VENV)/.stamp setup-pacs
 	$(PY) training/bench_io.py
 	$(PY) training/bench_models.py
 	$(PY) training/bench_server.py
 	$(PY) training/bench_cli.py
 	$(PY) training/bench_preprocess.py
+	$(PY) training/bench_pacs.py
 
 # The shipped demo model (apps/stran/model/pretrained_scar.pt + MODEL_CARD.md) and the paper's comparison.
 demo-model: $(VENV)/.stamp

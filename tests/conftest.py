@@ -27,3 +27,7 @@ def make_study() -> Callable[..., CineStudy]:
         return make_cine_study(*args, **kwargs)
 
     return build
+
+
+# A real PACS (Orthanc) for any test: `orthanc`, `pacs`, `orthanc_auth` (tests/pacs_fixture.py).
+pytest_plugins = ["pacs_fixture"]

@@ -14,6 +14,9 @@ Start it with::
 - ``mc_samples``: MC-dropout passes for uncertainty (default 8; 0 disables).
 - ``auto_train_after``: retrain automatically after this many new reviewer labels (default 0 = off).
 - ``auto_train_epochs``: epochs of such an automatic retraining (default 5).
+- ``dicomweb``: a PACS's DICOMweb root; the datastore then serves its cine studies, cached in the ``--studies``
+  folder (``lib.pacs_datastore``). Credentials from $STRAN_PACS_USER + $STRAN_PACS_PASSWORD or $STRAN_PACS_TOKEN.
+- ``dicomweb_store``: store each detection of a PACS study back on the PACS as an SR and a SEG (default true).
 
 The app is a thin adapter: loading, preprocessing, the networks, training and
 uncertainty all live in the ``stran`` package.
@@ -32,6 +35,7 @@ from lib.configs import ScarConfig
 from lib.datastore import ScarDatastore, check_study_upload, removed_on_refusal
 from lib.dicom_import import install_dicom_import_route
 from lib.guard import install_request_guard
+from lib.pacs_datastore import PacsDatastore
 from lib.routes import (
     install_validated_infer_route,
     install_validated_training_route,
@@ -48,6 +52,7 @@ from monailabel.tasks.activelearning.random import Random
 
 import stran
 from stran.models import available_models
+from stran.pacs.client import Credentials, PacsClient
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +78,13 @@ class STRANScarApp(MONAILabelApp):
         os.makedirs(self.model_dir, exist_ok=True)
         self.auto_train_after = int(conf.get("auto_train_after", "0"))
         self.auto_train_epochs = int(conf.get("auto_train_epochs", "5"))
+        self.pacs = PacsClient(conf["dicomweb"], Credentials.from_options()) if conf.get("dicomweb") else None
+        store_back = self.pacs if conf.get("dicomweb_store", "true").lower() not in ("false", "0", "no") else None
         self.configs: dict[str, ScarConfig] = {}
         for network in _selected_networks(conf):
             config = ScarConfig()
-            config.init(ScarConfig.task_name(network), self.model_dir, conf, None, network=network, pretrained_dir=self.pretrained_dir)
+            config.init(ScarConfig.task_name(network), self.model_dir, conf, None, network=network,
+                        pretrained_dir=self.pretrained_dir, pacs=store_back)
             self.configs[config.name] = config
         super().__init__(
             app_dir=app_dir,
@@ -91,6 +99,8 @@ class STRANScarApp(MONAILabelApp):
         self._auto_update_scoring = False
 
     def init_datastore(self) -> Datastore:
+        if self.pacs is not None:
+            return PacsDatastore(self.studies, self.pacs)
         return ScarDatastore(self.studies)
 
     def init_infers(self) -> dict[str, InferTask]:
@@ -125,7 +135,10 @@ class STRANScarApp(MONAILabelApp):
             raise HTTPException(409, f"model '{model}' has no trained weights yet; train it first (POST /train/{model})")
         image = request.get("image")
         upload = None
-        if isinstance(image, str) and image in self.datastore().list_images():
+        store = self.datastore()
+        if isinstance(store, PacsDatastore) and isinstance(image, str):
+            store.pull_for_request(image)  # a study on the PACS that is not cached yet is fetched now
+        if isinstance(image, str) and image in store.list_images():
             request = {**request, "image_id": image}
         elif isinstance(image, str) and os.path.dirname(image) == tempfile.gettempdir():
             upload = image  # MONAI Label's copy of an uploaded study: removed here if the request fails

@@ -36,7 +36,7 @@ except ImportError:  # Slicer < 5.4
     def _(text):
         return text
 
-from CineScarLib import mrml
+from CineScarLib import dicom_study, mrml
 from CineScarLib.client import Cancelled, MonaiLabelError, is_offline
 from CineScarLib.jobs import Job
 from CineScarLib.session import ScarSession
@@ -127,6 +127,7 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.sequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSourceChanged)
         self.ui.sceneRadioButton.connect("toggled(bool)", self.onSourceChanged)
         self.ui.detectButton.connect("clicked(bool)", self.onDetect)
+        self.ui.detectDicomStudyButton.connect("clicked(bool)", self.onDetectDicomStudy)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOverlayChanged)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onOverlayChanged)
@@ -257,6 +258,8 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         sourceReady = (self.ui.studyComboBox.count > 0) if self.ui.datastoreRadioButton.checked else \
             (self.ui.sequenceSelector.currentNode() is not None)
         self.ui.detectButton.enabled = connected and not busy and sourceReady
+        self.ui.detectDicomStudyButton.enabled = connected and not busy and self.ui.sceneRadioButton.checked and \
+            dicom_study.is_from_dicom(self.ui.sequenceSelector.currentNode())
         self.ui.cancelButton.enabled = busy
         self.ui.submitButton.enabled = shown and not busy
         self.ui.copyPredictionButton.enabled = shown
@@ -337,6 +340,23 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     raise ValueError(_("Choose a study (Check connection lists the server's studies)."))
                 self._sceneSequence = None
                 self.startJob(self.logic.detect, imageId=imageId, mcSamples=mcSamples, onDone=self.onDetected)
+
+    def onDetectDicomStudy(self, _checked=False):
+        with slicer.util.tryWithErrorDisplay(_("Cannot detect on the DICOM study."), waitCursor=True):
+            self.ensureDatabaseForAutoExport()
+            studyUid, files = self.logic.dicomStudyOf(self.ui.sequenceSelector.currentNode())  # the database: here
+            self._sceneSequence = None  # the result is shown on the server's copy of the study, as for a datastore one
+            self.startJob(self.logic.detectDicomStudy, studyUid, files, mcSamples=int(self.ui.mcSamplesSpinBox.value),
+                          onDone=self.onDicomStudyDetected)
+
+    def onDicomStudyDetected(self, detection):
+        if self.ui.studyComboBox.findData(detection.image_id) < 0:
+            self.ui.studyComboBox.addItem(f"{detection.image_id} - from Slicer's DICOM database", detection.image_id)
+        self.onDetected(detection)
+        message = dicom_study.pacs_message(detection)
+        self.ui.progressLabel.text = message
+        slicer.util.showStatusMessage(message, 30000)
+        logging.info("CineScar: %s", message)
 
     def onCancel(self, _checked=False):
         if self._job is not None:
@@ -625,6 +645,19 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
         """(worker) Detection on a datastore study or on a cine from the scene (a Volume4D)."""
         session = self.requireSession()
         return session.detect(imageId, volume=volume, mc_samples=mcSamples, progress=progress, cancel=cancel)
+
+    def dicomStudyOf(self, node):
+        """(GUI thread: Slicer's DICOM database belongs to it) The Study Instance UID of a node loaded from the DICOM
+        database and the study's files there (all series; whether they are on disk is checked if an upload is needed)."""
+        database = getattr(slicer, "dicomDatabase", None)
+        studyUid = dicom_study.study_of_volume(database, node)
+        return studyUid, dicom_study.study_files(database, studyUid, missing_ok=True)
+
+    def detectDicomStudy(self, studyUid, files, mcSamples=None, progress=None, cancel=None):
+        """(worker) Detection by Study Instance UID (a PACS-backed server stores the results on the PACS); the study's
+        files are uploaded first only if the server does not have it."""
+        return dicom_study.detect_dicom_study(self.requireSession(), files, studyUid, mc_samples=mcSamples,
+                                              progress=progress, cancel=cancel)
 
     def submitCorrection(self, correction, progress=None, cancel=None):
         """(worker) Send (or keep for later) a correction."""

@@ -69,6 +69,11 @@ SECTIONS = (
                                  props={"nodeTypes": ["vtkMRMLSequenceNode"], "noneEnabled": True, "addEnabled": False,
                                         "removeEnabled": False, "renameEnabled": False, "enabled": False},
                                  tip="A volume sequence, e.g. a cine loaded from the DICOM browser"),)),
+        Row("", (W("QPushButton", "detectDicomStudyButton", "Detect on DICOM study", props={"enabled": False},
+                   tip="For a cine loaded from Slicer's DICOM database (e.g. pulled from the PACS in the DICOM "
+                       "browser): detect on its study by Study Instance UID. A server connected to the PACS fetches "
+                       "it there and stores the results back on the PACS; any other server gets the study's files "
+                       "once."),)),
         Row("MC samples:", (W("QSpinBox", "mcSamplesSpinBox", props={"minimum": 0, "maximum": 64, "value": 8},
                               tip="Monte Carlo dropout passes for the uncertainty (0 = none; more = slower)"),)),
         Row("", (W("QPushButton", "detectButton", "Detect scar", props={"enabled": False}),

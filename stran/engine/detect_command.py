@@ -5,32 +5,68 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from stran.errors import output_folder
+from stran.errors import UserError, output_folder
 from stran.resources import DEFAULT_MODEL, resolve_model
 
-HELP = "Detect scar on one or more studies (DICOM folders or 4-D NIfTI) with a trained model; writes JSON results."
+HELP = ("Detect scar on one or more studies (DICOM folders, 4-D NIfTI, or studies on a PACS) with a trained model; "
+        "writes JSON results (and, for a PACS study, a DICOM SR and Segmentation back to the PACS).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("studies", nargs="+", help="DICOM study folders, Enhanced MR files or .nii.gz studies")
+    from stran.pacs.options import add_pacs_arguments
+
+    parser.add_argument("studies", nargs="*", help="DICOM study folders, Enhanced MR files or .nii.gz studies")
     parser.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL}; $STRAN_MODEL overrides)")
     parser.add_argument("--out", default="detections", help="output folder for <id>.json and <id>.attention.nii.gz")
     parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes for uncertainty (0 = off)")
     parser.add_argument("--no-attention", action="store_true", help="skip writing attention maps")
     parser.add_argument("--db", help="also record every result in this results database (SQLite path or URL)")
+    add_pacs_arguments(parser)
+    parser.add_argument("--pacs-cache", help="where studies fetched from the PACS are kept (default: <out>/pacs-cache)")
+    parser.add_argument("--no-store", action="store_true",
+                        help="do not write the results back to the PACS (default: an SR and a SEG per study)")
+
+
+def _sources(args: argparse.Namespace, out: Path) -> tuple[list[tuple[str, Callable[[], Any]]], int]:
+    """(image id, loader) for every study asked for, and how many were skipped (reported on stderr)."""
+    from stran.engine.dataset import NIFTI_SUFFIXES
+    from stran.io import load_study
+    from stran.pacs.options import pacs_client, pacs_studies
+
+    jobs: list[tuple[str, Callable[[], Any]]] = []
+    skipped = 0
+    for source in args.studies:
+        if not Path(source).exists():
+            print(f"stran detect: skipped {source}: no such file or folder (give a DICOM folder, a DICOM file or a "
+                  f".nii/.nii.gz study)", file=sys.stderr)
+            skipped += 1
+            continue
+        image_id = Path(source).name
+        for suffix in NIFTI_SUFFIXES:
+            image_id = image_id.removesuffix(suffix)
+        jobs.append((image_id, lambda path=Path(source): load_study(path)))
+    client = pacs_client(args)
+    if client is not None:
+        from stran.io.import_command import progress_line
+        from stran.pacs.fetch import fetch_study
+
+        cache = output_folder(args.pacs_cache or out / "pacs-cache", "--pacs-cache")
+        for uid in pacs_studies(args, client):
+            jobs.append((uid, lambda uid=uid: load_study(fetch_study(client, uid, cache, progress=progress_line))))
+    if not args.studies and client is None:
+        raise UserError("no study given", "give DICOM folders or .nii.gz studies, or --dicomweb URL --study UID")
+    return jobs, skipped
 
 
 def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     out = output_folder(args.out)
-    sources = [s for s in args.studies if Path(s).exists()]
-    for source in args.studies:
-        if source not in sources:
-            print(f"stran detect: skipped {source}: no such file or folder (give a DICOM folder, a DICOM file or a "
-                  f".nii/.nii.gz study)", file=sys.stderr)
-    if not sources:
+    jobs, failures = _sources(args, out)
+    if not jobs:
         return 1
     db = None
     if args.db:
@@ -39,35 +75,63 @@ def run(args: argparse.Namespace) -> int:
         db = ResultsDB(args.db)
 
     from stran.atomic import atomic_write_text
-    from stran.engine.dataset import NIFTI_SUFFIXES
     from stran.engine.detect import Detector
-    from stran.io import CineLoadError, load_study, write_map
+    from stran.io import CineLoadError, write_map
     from stran.io.import_command import print_left_out
+    from stran.pacs.client import PacsAuthError, PacsError, PacsUnreachableError
 
     detector = Detector(model, mc_samples=args.mc_samples)
-    failures = len(args.studies) - len(sources)
-    for source in sources:
-        path = Path(source)
-        image_id = path.name
-        for suffix in NIFTI_SUFFIXES:
-            image_id = image_id.removesuffix(suffix)
+    for image_id, load in jobs:
         try:
-            study = load_study(path)
-        except CineLoadError as exc:
-            print(f"stran detect: skipped {source}: {exc}", file=sys.stderr)
+            study = load()
+        except (CineLoadError, PacsError) as exc:
+            if isinstance(exc, (PacsUnreachableError, PacsAuthError)):
+                raise  # the same for every study: one line
+            print(f"stran detect: skipped {image_id}: {exc}" + (f" ({exc.hint})" if isinstance(exc, PacsError) else ""),
+                  file=sys.stderr)
             failures += 1
             continue
         detection = detector.detect(study, image_id=image_id, with_attention=not args.no_attention)
         r = detection.result
+        if study.source.startswith("dicomweb ") and not args.no_store:
+            r["pacs"] = _store_back(args, study, detection)
         atomic_write_text(out / f"{image_id}.json", json.dumps(r, indent=1))
         if detection.attention is not None:
             write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
         if db is not None:
-            db.record_detection(r)
+            db.record_detection(r)  # with its pacs record, when the results were stored on the PACS
         slices = " ".join("  - " if p is None else f"{p:.2f}" for p in r["slice_probabilities"])
         print(f"{image_id}: {r['prediction_label']} (p={r['study_probability']:.3f}, threshold {r['threshold']:.2f}); "
               f"slices: {slices}")
+        if r.get("pacs"):
+            print(f"    {_pacs_line(r['pacs'])}")
         print_left_out(study.left_out)
     if db is not None:
         db.close()
     return 1 if failures else 0
+
+
+def _store_back(args: argparse.Namespace, study: Any, detection: Any) -> dict[str, Any]:
+    """The SR and SEG of one detection stored on the PACS it came from; a failure is kept in the record (the
+    detection itself still counts) and said on stderr."""
+    from stran.pacs.client import PacsError
+    from stran.pacs.fetch import source_headers
+    from stran.pacs.options import pacs_client
+    from stran.pacs.store import store_detection
+
+    client = pacs_client(args)
+    assert client is not None
+    cache = Path(args.pacs_cache or Path(args.out) / "pacs-cache")
+    try:
+        return store_detection(client, detection.result, study, detection.attention,
+                               source_headers(cache, study.study_uid))
+    except PacsError as exc:
+        print(f"stran detect: results of {study.study_uid} not stored on the PACS: {exc} ({exc.hint})", file=sys.stderr)
+        return {"url": client.url, "study_uid": study.study_uid, "error": f"{exc} ({exc.hint})"}
+
+
+def _pacs_line(record: dict[str, Any]) -> str:
+    if record.get("error"):
+        return f"not stored on {record['url']}: {record['error']}"
+    what = "SR " + record["sr_sop_uid"] + (f" and SEG {record['map_sop_uid']}" if record.get("map_sop_uid") else "")
+    return f"stored on {record['url']}: {what}"

@@ -9,13 +9,17 @@ from pathlib import Path
 from stran.errors import output_folder
 from stran.names import safe_id
 
-HELP = "Import DICOM study folders (or a folder of them) into a MONAI Label datastore in our 4-D NIfTI + sidecar format."
+HELP = ("Import DICOM study folders (or a folder of them, or studies on a PACS) into a MONAI Label datastore in our "
+        "4-D NIfTI + sidecar format.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="+", help="DICOM study folders, or folders whose sub-folders are studies")
+    from stran.pacs.options import add_pacs_arguments
+
+    parser.add_argument("sources", nargs="*", help="DICOM study folders, or folders whose sub-folders are studies")
     parser.add_argument("--datastore", required=True, help="datastore folder (the server's --studies)")
     parser.add_argument("--overwrite", action="store_true", help="replace studies that are already in the datastore")
+    add_pacs_arguments(parser)
 
 
 def _first_study_uid(folder: Path) -> str | None:
@@ -54,11 +58,46 @@ def print_left_out(left_out: list, limit: int = 10) -> None:
         print(f"    ... and {len(left_out) - limit} more files left out (stran inspect lists them all)")
 
 
+def import_from_pacs(args: argparse.Namespace, datastore: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Fetch ``--study`` / ``--all-cine`` studies into the datastore (ids are the Study Instance UIDs)."""
+    from stran.pacs.client import PacsAuthError, PacsError, PacsUnreachableError
+    from stran.pacs.fetch import fetch_study, is_cached
+    from stran.pacs.options import pacs_client, pacs_studies
+
+    client = pacs_client(args)
+    if client is None:
+        return [], []
+    imported, skipped = [], []
+    for uid in pacs_studies(args, client):
+        if is_cached(datastore, uid) and not args.overwrite:
+            skipped.append((uid, f"'{uid}' is already in the datastore (use --overwrite)"))
+            continue
+        try:
+            fetch_study(client, uid, datastore, refresh=True, progress=progress_line)
+        except PacsError as exc:
+            if isinstance(exc, (PacsUnreachableError, PacsAuthError)):
+                raise  # the same for every study: one line, not one per study
+            skipped.append((uid, f"{exc} ({exc.hint})"))
+            continue
+        print(f"imported {uid} from {client.url}")
+        imported.append(uid)
+    return imported, skipped
+
+
+def progress_line(done: int, total: int, message: str) -> None:
+    """One line rewritten in place on a terminal (``fetch_study``'s progress)."""
+    if sys.stdout.isatty():
+        print(f"\r{message}", end="\n" if done >= total else "", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    from stran.errors import UserError
     from stran.io import CineLoadError, load_study, write_datastore_study
 
+    if not args.sources and not args.dicomweb:
+        raise UserError("nothing to import", "give DICOM study folders, or --dicomweb URL with --study UID")
     datastore = output_folder(args.datastore, "--datastore")
-    imported, skipped = [], []
+    imported, skipped = import_from_pacs(args, datastore)
     for raw in args.sources:
         source = Path(raw)
         if not source.is_dir():

@@ -1,4 +1,5 @@
-"""``stran inspect PATH``: what the cine loader makes of a folder or file, and what it left out."""
+"""``stran inspect PATH``: what the cine loader makes of a folder or file, and what it left out; ``stran inspect
+--dicomweb URL``: the cine studies a PACS holds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ HELP = "Show how a DICOM folder / file or 4-D NIfTI loads as a cine study (slice
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="DICOM folder, Enhanced MR DICOM file, or .nii/.nii.gz (datastore or ACDC-style)")
+    from stran.pacs.options import add_pacs_arguments
+
+    parser.add_argument("path", nargs="?",
+                        help="DICOM folder, Enhanced MR DICOM file, or .nii/.nii.gz (datastore or ACDC-style)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
     parser.add_argument(
         "--max-bytes",
@@ -18,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="memory limit for the pixels in bytes (default: $STRAN_MAX_STUDY_BYTES, else 2 GiB)",
     )
+    add_pacs_arguments(parser, studies=False)
 
 
 def _fmt_list(values: list[float], unit: str, limit: int = 12) -> str:
@@ -71,8 +76,36 @@ def format_summary(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def list_pacs(args: argparse.Namespace) -> int:
+    """The PACS's MR studies, marked when they hold a cine series (the ones ``--study`` can fetch)."""
+    from stran.pacs.options import pacs_client
+
+    client = pacs_client(args)
+    assert client is not None
+    rows = []
+    for study in client.studies():
+        cine = [s for s in client.image_series(study.uid) if client.is_cine_series(study.uid, s)]
+        rows.append({"study_uid": study.uid, "patient_id": study.patient_id, "date": study.date,
+                     "description": study.description, "images": study.n_instances, "cine_series": len(cine)})
+    if args.json:
+        print(json.dumps({"dicomweb": client.url, "studies": rows}, indent=2))
+        return 0
+    print(f"{len(rows)} MR studies on {client.url}, {sum(1 for r in rows if r['cine_series'])} with a cine:")
+    for r in rows:
+        mark = f"{r['cine_series']} cine series" if r["cine_series"] else "no cine"
+        print(f"  {r['study_uid']}  {r['patient_id'] or '-'}  {r['date'] or '-'}  {r['images']} images, {mark}"
+              f"  {r['description']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from stran.errors import UserError
     from stran.io.load import load_study
+
+    if args.dicomweb:
+        return list_pacs(args)
+    if not args.path:
+        raise UserError("give a PATH to inspect, or --dicomweb URL to list a PACS's studies")
 
     study = load_study(args.path, max_bytes=args.max_bytes)
     info = {"path": str(args.path), **study.summary()}

@@ -1,4 +1,4 @@
-"""The local results database: detections, reviewer corrections and training runs, for analysis.
+"""The local results database: detections, reviewer corrections, training runs and PACS exports, for analysis.
 
 One schema and one implementation for the command line (``stran export``) and the 3D Slicer module.
 This package imports only the standard library and SQLAlchemy 2 Core, with relative imports only, so
@@ -23,8 +23,10 @@ from .records import (
     RUN_STATUSES,
     new_id,
     now_utc,
+    pacs_base_url,
     parse_correction,
     parse_detection,
+    parse_pacs_export,
     parse_training_run,
 )
 
@@ -44,8 +46,10 @@ __all__ = [
     "database_url",
     "new_id",
     "now_utc",
+    "pacs_base_url",
     "parse_correction",
     "parse_detection",
+    "parse_pacs_export",
     "parse_training_run",
 ]
 

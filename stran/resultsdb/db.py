@@ -9,7 +9,9 @@ import json
 import math
 import os
 import secrets
+import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +23,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 
 from . import schema as S
 from .errors import ConflictError, InvalidRecordError, ResultsDBError, SchemaVersionError
+from .pacs import put_pacs_export, select_pacs_exports
 from .records import (
     TERMINAL_RUN_STATUSES,
     canonical_json,
     now_utc,
     parse_correction,
     parse_detection,
+    parse_pacs_export,
     parse_training_run,
     parse_utc,
     payload_hash,
@@ -55,7 +59,7 @@ def database_url(url_or_path: str | os.PathLike[str]) -> URL:
 
 
 class ResultsDB:
-    """Detection results, reviewer corrections and training runs, for analysis.
+    """Detection results, reviewer corrections, training runs and what was written to a PACS, for analysis.
 
     ``ResultsDB(path)`` opens (or creates) a SQLite file; ``ResultsDB("postgresql://user@host/db")``
     any SQLAlchemy URL. The schema is created or migrated on open (see ``schema.py``). Every
@@ -204,9 +208,20 @@ class ResultsDB:
     # ------------------------------------------------------------------ recording
 
     def record_detection(self, result: Mapping[str, Any]) -> str:
-        """Store one detection result (the server's infer JSON); returns its ``detection_id``."""
+        """Store one detection result (the server's infer JSON); returns its ``detection_id``. A ``pacs`` record
+        in the result (what was stored on a PACS, without an ``error``) goes in ``pacs_exports``, in the same
+        transaction."""
         parsed = parse_detection(result)
-        return self._write(lambda conn: self._put_detection(conn, parsed, now_utc()))
+        export = _stored_export(result)
+
+        def work(conn: Connection) -> str:
+            now = now_utc()
+            detection_id = self._put_detection(conn, parsed, now)
+            if export is not None:
+                put_pacs_export(conn, {**export, "detection_id": detection_id}, now)
+            return detection_id
+
+        return self._write(work)
 
     def record_correction(self, correction: Mapping[str, Any] | None = None, **fields: Any) -> str:
         """Store a reviewer's correction: the ``.scar.json`` label plus ``correction_id``, ``study_uid``,
@@ -222,6 +237,15 @@ class ResultsDB:
         a final status (finished, failed, stopped). Returns the ``run_id``."""
         row = parse_training_run({**(run or {}), **fields})
         return self._write(lambda conn: self._put_run(conn, row, now_utc()))
+
+    def record_pacs_export(self, export: Mapping[str, Any] | None = None, **fields: Any) -> str:
+        """Note that a recorded detection was written to a PACS: ``detection_id``, ``pacs_url``, ``sr_series_uid``,
+        ``sr_sop_uid`` and optionally ``map_series_uid``, ``map_sop_uid``, ``map_kind``, ``stored_utc``, ``study_uid``
+        and ``model_sha256`` (checked against the detection), ``export_id`` (made when absent); in the mapping or as
+        keywords (keywords win). The URL is stored without user, password, query or fragment. Recording the same
+        export (detection, URL, SR SOP UID) again is a no-op. Returns the ``export_id``; see ``pacs.py``."""
+        row = parse_pacs_export({**(export or {}), **fields})
+        return self._write(lambda conn: put_pacs_export(conn, row, now_utc()))
 
     def record_many(
         self,
@@ -306,7 +330,7 @@ class ResultsDB:
             stored_model = _one(conn, S.models, model["sha256"]) or {}
             diffs.update({f"study.{k}": v for k, v in _differences(stored_study, study, skip=("study_uid",), lenient=True).items()})
             diffs.update({f"model.{k}": v for k, v in _differences(stored_model, model).items()})
-            raise _conflict("detection", det_id, diffs, "detection ids are unique: give a new result a new detection_id")
+            raise ConflictError.of("detection", det_id, diffs, "detection ids are unique: give a new result a new detection_id")
         self._merge_model(conn, model, now)
         study["patient_id"] = None if self.pseudonymise else raw_patient
         self._merge_study(conn, study, now)
@@ -320,7 +344,7 @@ class ResultsDB:
             return
         diffs = _differences(stored, model, skip=("first_seen_utc",), fill_nulls=True)
         if diffs:
-            raise _conflict("model", model["sha256"], diffs, "one sha256 must always carry the same name, version and trained_on")
+            raise ConflictError.of("model", model["sha256"], diffs, "one sha256 must always carry the same name, version and trained_on")
         if stored["trained_on"] is None and model["trained_on"] is not None:
             conn.execute(S.models.update().where(S.models.c.sha256 == model["sha256"]).values(trained_on=model["trained_on"]))
 
@@ -333,13 +357,13 @@ class ResultsDB:
         diffs = _differences(stored, study, skip=("study_uid", "patient_id", "first_seen_utc", "updated_utc"),
                              fill_nulls=True, lenient=True)
         if diffs:
-            raise _conflict("study", uid, diffs, "the same study UID arrived with different study metadata")
+            raise ConflictError.of("study", uid, diffs, "the same study UID arrived with different study metadata")
         fills = {k: v for k, v in study.items() if v is not None and stored.get(k) is None}
         if "slices" in fills:  # corrections stored before the study's size was known must fit it
             c = S.corrections.c
             for corr_id, labels in conn.execute(select(c.correction_id, c.slice_labels).where(c.study_uid == uid)):
                 if len(labels) != fills["slices"]:
-                    raise _conflict("study", uid, {"slices": (f"{len(labels)} (labels of correction {corr_id})", fills["slices"])},
+                    raise ConflictError.of("study", uid, {"slices": (f"{len(labels)} (labels of correction {corr_id})", fills["slices"])},
                                     "slice labels and slice probabilities must refer to the same slices")
         if fills:
             conn.execute(S.studies.update().where(S.studies.c.study_uid == uid).values(**fills, updated_utc=now))
@@ -351,7 +375,7 @@ class ResultsDB:
         stored = _one(conn, S.corrections, corr_id)
         if stored is not None:
             if stored["payload_sha256"] != digest:
-                raise _conflict("correction", corr_id, _differences(stored, content),
+                raise ConflictError.of("correction", corr_id, _differences(stored, content),
                                 "correction ids are unique: a changed label is a new correction with a new correction_id")
             if sent is not None and stored["sent_utc"] is None:
                 conn.execute(S.corrections.update().where(S.corrections.c.correction_id == corr_id).values(sent_utc=sent))
@@ -379,10 +403,10 @@ class ResultsDB:
             return run_id
         fixed = _differences(stored, {k: row[k] for k in _RUN_FIXED})
         if fixed:
-            raise _conflict("training run", run_id, fixed, "model_name, started_utc and options of a run never change")
+            raise ConflictError.of("training run", run_id, fixed, "model_name, started_utc and options of a run never change")
         changes = _differences(stored, {k: row[k] for k in _RUN_MUTABLE})
         if changes and stored["status"] in TERMINAL_RUN_STATUSES:
-            raise _conflict("training run", run_id, changes, f"the run already ended ({stored['status']}) and is final")
+            raise ConflictError.of("training run", run_id, changes, f"the run already ended ({stored['status']}) and is final")
         if changes:
             conn.execute(S.training_runs.update().where(S.training_runs.c.run_id == run_id).values(
                 **{k: row[k] for k in _RUN_MUTABLE}, updated_utc=now
@@ -454,6 +478,11 @@ class ResultsDB:
             query = query.where(c.status == status.lower())
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def pacs_exports(self, *, study_uid: str | None = None, detection_id: str | None = None) -> list[dict[str, Any]]:
+        """What was written to a PACS (oldest store first), by study or by detection."""
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(select_pacs_exports(study_uid=study_uid, detection_id=detection_id)).mappings()]
 
     def studies(self) -> list[dict[str, Any]]:
         return self.rows("studies")
@@ -531,6 +560,15 @@ class ResultsDB:
 # ---------------------------------------------------------------------------- module helpers
 
 
+def _stored_export(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The parsed ``pacs`` record of a detection result, or None when it has none or storing failed."""
+    record = result.get("pacs") if isinstance(result, Mapping) else None
+    if not isinstance(record, Mapping) or record.get("error") or not record.get("sr_sop_uid"):
+        return None
+    return parse_pacs_export({**record, "pacs_url": record.get("url"), "detection_id": result.get("detection_id"),
+                              "model_sha256": (result.get("model") or {}).get("sha256")})
+
+
 def _make_engine(url: URL, busy_timeout_s: float) -> Engine:
     kwargs: dict[str, Any] = {"json_serializer": canonical_json, "json_deserializer": json.loads}
     if url.get_backend_name() == "sqlite":
@@ -554,7 +592,17 @@ def _make_engine(url: URL, busy_timeout_s: float) -> Engine:
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 cursor.execute("PRAGMA foreign_keys = ON")
-                cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer (and vice versa)
+                # readers never block the writer (and vice versa). Switching a new file to WAL can fail at once,
+                # without the busy timeout, while another opener does the same: retry until the timeout.
+                deadline = time.monotonic() + busy_timeout_s
+                while True:
+                    try:
+                        cursor.execute("PRAGMA journal_mode = WAL")
+                        break
+                    except sqlite3.OperationalError as exc:
+                        if "locked" not in str(exc) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.02)
                 cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe with WAL
             finally:
                 cursor.close()
@@ -613,24 +661,6 @@ def _differences(stored: Mapping[str, Any], new: Mapping[str, Any], *, skip: Ite
         if not _same(old, value, lenient):
             diffs[key] = (old, value)
     return diffs
-
-
-def _conflict(kind: str, record_id: str, diffs: dict[str, tuple[Any, Any]], why: str) -> ConflictError:
-    if diffs:
-        shown = "; ".join(f"{k}: stored {_short(a)}, new {_short(b)}" for k, (a, b) in list(diffs.items())[:6])
-        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
-        detail = f"differs in {shown}{more}"
-    else:
-        detail = "differs in content"
-    return ConflictError(
-        f"{kind} {record_id!r} is already stored with different content ({detail}); nothing was written: {why}",
-        kind=kind, record_id=record_id, differences=diffs,
-    )
-
-
-def _short(value: Any) -> str:
-    text_ = repr(value)
-    return text_ if len(text_) <= 50 else text_[:47] + "..."
 
 
 def _csv_cell(value: Any, is_json: bool) -> str:

@@ -37,6 +37,25 @@ class ConflictError(ResultsDBError):
         self.differences = differences
         super().__init__(message)
 
+    @classmethod
+    def of(cls, kind: str, record_id: str, diffs: dict[str, tuple[object, object]], why: str) -> ConflictError:
+        """The error for ``kind`` ``record_id``, listing up to six differing fields, then ``why``."""
+        if diffs:
+            shown = "; ".join(f"{k}: stored {_short(a)}, new {_short(b)}" for k, (a, b) in list(diffs.items())[:6])
+            more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+            detail = f"differs in {shown}{more}"
+        else:
+            detail = "differs in content"
+        return cls(
+            f"{kind} {record_id!r} is already stored with different content ({detail}); nothing was written: {why}",
+            kind=kind, record_id=record_id, differences=diffs,
+        )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 50 else text[:47] + "..."
+
 
 class SchemaVersionError(ResultsDBError):
     """The database was written by a newer version of the software, or is not a results database."""

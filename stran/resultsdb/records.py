@@ -1,4 +1,4 @@
-"""Validation and normalisation of what gets recorded: detection results, corrections, training runs.
+"""Validation and normalisation of what gets recorded: detection results, corrections, training runs, PACS exports.
 
 Pure functions over plain dicts (standard library only), so that the same checks run in the server's
 Python and inside 3D Slicer. Every check raises :class:`InvalidRecordError` (a ``ValueError``) whose
@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import InvalidRecordError
 
@@ -24,6 +25,12 @@ MAX_ID_LENGTH = 64
 #: Longest accepted study UID (DICOM UIDs are at most 64 characters; other ids get some room).
 MAX_UID_LENGTH = 128
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+#: Longest accepted DICOMweb base URL (after credentials, query and fragment are removed).
+MAX_URL_LENGTH = 1024
+#: DICOM UIDs (PS3.5 9.1): digits in dot-separated components without leading zeros, at most 64 characters.
+MAX_DICOM_UID_LENGTH = 64
+_DICOM_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+_MAP_KIND_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
 
 PREDICTION_LABELS = {0: "no scar", 1: "scar"}
 CORRECTION_SOURCES = ("LGE", "visual")
@@ -382,4 +389,115 @@ def parse_training_run(run: Any) -> dict[str, Any]:
             )
     except InvalidRecordError as exc:
         raise InvalidRecordError(f"training run {run_id!r}: {exc}", field=exc.field) from None
+    return row
+
+
+# ----------------------------------------------------------------------------- PACS exports
+
+
+def pacs_base_url(value: Any, field: str = "pacs_url") -> str:
+    """A DICOMweb base URL in the form stored: what identifies the server, and nothing that could let someone in.
+
+    ``http`` or ``https`` with a host, else refused. Removed, never stored: a user name and password
+    (``user:password@``), the query (``?access_token=...``) and the fragment. The scheme and host are lower-cased
+    and a trailing ``/`` is dropped, so the same server always gives the same text. Error messages never show the
+    URL as given (it may hold a password), only this form or its scheme.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecordError(f"field '{field}' must be a DICOMweb URL such as 'https://pacs.example.org/dicom-web', "
+                                 f"got a {type(value).__name__}" + (" (empty)" if isinstance(value, str) else ""), field=field)
+    text = value.strip()
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise InvalidRecordError(f"field '{field}' must be a URL without spaces or control characters", field=field)
+    try:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidRecordError(f"field '{field}' is not a valid URL (bad host or port)", field=field) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InvalidRecordError(
+            f"field '{field}' must be an http:// or https:// DICOMweb URL, got scheme {scheme or '(none)'!r}", field=field
+        )
+    if not host:
+        raise InvalidRecordError(f"field '{field}' must name a host (e.g. 'https://pacs.example.org/dicom-web')", field=field)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    url = urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidRecordError(f"field '{field}' is longer than {MAX_URL_LENGTH} characters: {url[:60]!r}...", field=field)
+    return url
+
+
+def _dicom_uid(value: Any, field: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecordError(f"field '{field}' must be a DICOM UID such as '1.2.840.10008.5.1.4.1.1.88.34', "
+                                 f"got {_show(value)}", field=field)
+    uid = value.strip()
+    if len(uid) > MAX_DICOM_UID_LENGTH or not _DICOM_UID_RE.match(uid):
+        raise InvalidRecordError(
+            f"field '{field}' is not a DICOM UID (digits in dot-separated parts without leading zeros, at most "
+            f"{MAX_DICOM_UID_LENGTH} characters): {uid[:70]!r}", field=field
+        )
+    return uid
+
+
+def parse_pacs_export(export: Any) -> dict[str, Any]:
+    """What a detection was written to a PACS as (the ``pacs`` record of a detection result, plus its ids).
+
+    Required: ``detection_id``, ``pacs_url`` (the DICOMweb base URL; see :func:`pacs_base_url` for what is removed),
+    ``sr_series_uid``, ``sr_sop_uid``. Optional: ``export_id`` (``None`` here: the database makes one),
+    ``study_uid`` and ``model_sha256`` (``None``: taken from the stored detection; if given, they must match it),
+    ``map_series_uid`` + ``map_sop_uid`` (both or neither), ``map_kind`` (e.g. ``SEG``; only with a map),
+    ``stored_utc`` (``None``: now). Unknown fields (such as the ``pacs`` record's ``url`` or ``error``) are ignored.
+    """
+    export = _mapping(export, "PACS export")
+    export_id = _get(export, "export_id", "", required=False)
+    export_id = None if export_id is None else _id(export_id, "export_id")
+    what = f"PACS export {export_id!r}" if export_id else "PACS export"
+    try:
+        study_uid = _get(export, "study_uid", "", required=False)
+        sha = _get(export, "model_sha256", "", required=False)
+        if sha is not None:
+            sha = _text(sha, "model_sha256", optional=False, non_empty=True).strip().lower()
+            if len(sha) > 128:
+                raise InvalidRecordError("field 'model_sha256' is longer than 128 characters", field="model_sha256")
+        map_series = _dicom_uid(_get(export, "map_series_uid", "", required=False), "map_series_uid", optional=True)
+        map_sop = _dicom_uid(_get(export, "map_sop_uid", "", required=False), "map_sop_uid", optional=True)
+        if (map_series is None) != (map_sop is None):
+            missing = "map_sop_uid" if map_sop is None else "map_series_uid"
+            raise InvalidRecordError(f"field '{missing}' is missing: a map needs both map_series_uid and map_sop_uid "
+                                     "(or neither, for a detection stored without a map)", field=missing)
+        kind = _text(_get(export, "map_kind", "", required=False), "map_kind")
+        if kind is not None:
+            kind = kind.strip().upper()
+            if not _MAP_KIND_RE.match(kind):
+                raise InvalidRecordError(f"field 'map_kind' must be a short DICOM modality such as 'SEG', got {kind[:40]!r}",
+                                         field="map_kind")
+            if map_sop is None:
+                raise InvalidRecordError(f"field 'map_kind' is {kind!r} but no map_sop_uid is given", field="map_kind")
+        stored = _get(export, "stored_utc", "", required=False)
+        row = {
+            "export_id": export_id,
+            "detection_id": _id(_get(export, "detection_id", "", required=True), "detection_id"),
+            "study_uid": None if study_uid is None else _id(study_uid, "study_uid", max_length=MAX_UID_LENGTH),
+            "pacs_url": pacs_base_url(_get(export, "pacs_url", "", required=True), "pacs_url"),
+            "model_sha256": sha,
+            "sr_series_uid": _dicom_uid(_get(export, "sr_series_uid", "", required=True), "sr_series_uid"),
+            "sr_sop_uid": _dicom_uid(_get(export, "sr_sop_uid", "", required=True), "sr_sop_uid"),
+            "map_series_uid": map_series,
+            "map_sop_uid": map_sop,
+            "map_kind": kind,
+            "stored_utc": None if stored is None else parse_utc(stored, "stored_utc"),
+        }
+        if map_sop is not None and map_sop in (row["sr_sop_uid"], row["sr_series_uid"], map_series):
+            raise InvalidRecordError(f"field 'map_sop_uid' repeats another UID of the export ({map_sop})", field="map_sop_uid")
+        if row["sr_sop_uid"] == row["sr_series_uid"]:
+            raise InvalidRecordError("field 'sr_sop_uid' equals sr_series_uid (a SOP instance needs its own UID)",
+                                     field="sr_sop_uid")
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(f"{what}: {exc}", field=exc.field) from None
     return row

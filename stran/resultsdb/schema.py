@@ -10,6 +10,7 @@ History:
 * v1: meta, schema_history, studies, models, detections, corrections.
 * v2: adds ``training_runs`` and ``corrections.sent_utc`` (when a correction reached the server).
 * v3: adds ``corrections.picked_by`` (which active-learning strategy and model chose the study, if one did).
+* v4: adds ``pacs_exports`` (the DICOM SR and Segmentation a detection was written back to a PACS as, by UID).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     inspect,
     text,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -49,6 +51,8 @@ metadata = MetaData(naming_convention=NAMING)
 ID = 64  # detection / correction / run ids
 UID = 128  # study UIDs
 TIME = 32  # 'YYYY-MM-DDTHH:MM:SS.ffffffZ'
+DICOM_UID = 64  # SR / SEG series and SOP instance UIDs (DICOM's limit)
+URL = 1024  # DICOMweb base URLs (no credentials, no query)
 
 
 def _json() -> JSON:
@@ -180,8 +184,32 @@ training_runs = Table(
     Index(None, "status"),
 )
 
+pacs_exports = Table(
+    "pacs_exports",
+    metadata,
+    Column("export_id", String(ID), primary_key=True),
+    Column("detection_id", String(ID), ForeignKey("detections.detection_id"), nullable=False),
+    Column("study_uid", String(UID), nullable=False, comment="the detection's study (the study the objects were stored in)"),
+    Column("pacs_url", String(URL), nullable=False,
+           comment="DICOMweb base URL: no user, password, query or fragment (records.pacs_base_url)"),
+    Column("model_sha256", String(128), nullable=False, comment="the detection's model"),
+    Column("sr_series_uid", String(DICOM_UID), nullable=False),
+    Column("sr_sop_uid", String(DICOM_UID), nullable=False),
+    Column("map_series_uid", String(DICOM_UID), comment="NULL: no map was stored"),
+    Column("map_sop_uid", String(DICOM_UID)),
+    Column("map_kind", String(16), comment="e.g. 'SEG'"),
+    Column("stored_utc", String(TIME), nullable=False, comment="when the objects were stored on the PACS (first record)"),
+    Column("recorded_utc", String(TIME), nullable=False, comment="when it was written here"),
+    UniqueConstraint("detection_id", "pacs_url", "sr_sop_uid"),  # the same export recorded twice is one row
+    CheckConstraint("(map_series_uid IS NULL) = (map_sop_uid IS NULL)", name="map_uids"),
+    CheckConstraint("map_kind IS NULL OR map_sop_uid IS NOT NULL", name="map_kind"),
+    Index(None, "study_uid", "stored_utc"),
+    Index(None, "sr_sop_uid"),
+    comment="v4: one row per detection written back to a PACS (DICOM SR + optional map) with STOW-RS.",
+)
+
 #: Tables in dependency order (parents first); every one but ``meta`` is exported to CSV.
-TABLES: tuple[Table, ...] = (meta, schema_history, studies, models, detections, corrections, training_runs)
+TABLES: tuple[Table, ...] = (meta, schema_history, studies, models, detections, corrections, training_runs, pacs_exports)
 EXPORTED: tuple[Table, ...] = TABLES[1:]
 JSON_COLUMNS: dict[str, tuple[str, ...]] = {
     t.name: tuple(c.name for c in t.columns if isinstance(c.type, JSON)) for t in TABLES
@@ -202,10 +230,17 @@ def _v2_to_v3(conn: Connection) -> None:
     conn.execute(text(f"ALTER TABLE corrections ADD COLUMN picked_by {column_type}"))
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    # Creates the table as defined above. Like v2's training_runs: if a later version changes pacs_exports,
+    # that version's step adds the change and this step gets the v4 definition written out here first.
+    pacs_exports.create(conn)  # with its unique key, checks and indexes
+
+
 #: ``MIGRATIONS[n]`` turns a version n-1 database into version n. Never edit a released step: add one.
 MIGRATIONS: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("add training_runs; add corrections.sent_utc", _v1_to_v2),
     3: ("add corrections.picked_by", _v2_to_v3),
+    4: ("add pacs_exports", _v3_to_v4),
 }
 
 

@@ -84,7 +84,7 @@ ISOLATED = textwrap.dedent(
     import json, sys
     sys.path.insert(0, sys.argv[1])             # what Slicer does for a module folder
     before = set(sys.modules)
-    import CineScarLib.client, CineScarLib.jobs, CineScarLib.nifti, CineScarLib.session
+    import CineScarLib.client, CineScarLib.dicom_study, CineScarLib.jobs, CineScarLib.nifti, CineScarLib.session
     light = sorted({n.split(".")[0] for n in set(sys.modules) - before})
     from CineScarLib.resultsdb import ResultsDB, new_id
     with ResultsDB(sys.argv[2]) as db:

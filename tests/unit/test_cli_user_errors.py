@@ -101,9 +101,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_serve_and_demo_defaults_are_inside_the_project(elsewhere: Path) -> None:
+    from stran.serve import studies_folder
+
     serve = cli.build_parser().parse_args(["serve"])
+    pacs = cli.build_parser().parse_args(["serve", "--dicomweb", "http://127.0.0.1:8042/dicom-web"])
     demo = cli.build_parser().parse_args(["demo"])
-    for path in (serve.studies, demo.work, demo.samples):
+    for path in (studies_folder(serve), studies_folder(pacs), demo.work, demo.samples):
         assert Path(path).is_absolute() and REPO in Path(path).parents
 
 

@@ -116,12 +116,32 @@ def training_run(run_id: str | None = None, **overrides: Any) -> dict[str, Any]:
     return run
 
 
+PACS_URL = "http://127.0.0.1:8042/dicom-web"
+UID_ROOT = "1.2.826.0.1.3680043.8.498."
+
+
+def pacs_export(detection_id: str = "d-0001", *, n: int = 1, with_map: bool = True, **overrides: Any) -> dict[str, Any]:
+    """The ``pacs`` record of a detection written back to a PACS (SR + SEG), as ``record_pacs_export`` takes it."""
+    export: dict[str, Any] = {
+        "detection_id": detection_id,
+        "pacs_url": PACS_URL,
+        "sr_series_uid": f"{UID_ROOT}{n}01",
+        "sr_sop_uid": f"{UID_ROOT}{n}01.1",
+        "stored_utc": "2026-11-25T10:05:00Z",
+    }
+    if with_map:
+        export.update(map_series_uid=f"{UID_ROOT}{n}02", map_sop_uid=f"{UID_ROOT}{n}02.1", map_kind="SEG")
+    export.update(overrides)
+    return export
+
+
 def fill(db: ResultsDB) -> None:
     """Some content in every table."""
     db.record_detection(detection("d-0001"))
     db.record_detection(detection("d-0002", study_uid="1.2.3.2", patient_id="PAT-0002", probability=0.2))
     db.record_correction(correction("c-0001"), detection_id="d-0001")
     db.record_training_run(training_run("r-0001"))
+    db.record_pacs_export(pacs_export("d-0001"), export_id="e-0001")
 
 
 def data_tables(db: ResultsDB) -> dict[str, list[dict[str, Any]]]:
@@ -403,14 +423,14 @@ V1_ROWS = [
 def test_a_version_1_database_is_migrated_keeping_its_data(backend_url: str) -> None:
     run_sql(backend_url, *V1_DDL, *V1_ROWS)
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from == 1 and db.schema_version == SCHEMA_VERSION == 3
+        assert db.migrated_from == 1 and db.schema_version == SCHEMA_VERSION == 4
         (old,) = db.detections()
         assert old["detection_id"] == "old-1" and old["slice_probabilities"] == [0.2, None, 0.9]
         assert old["model_version"] == "0.0.9" and old["patient_pseudonym"] == "anon-old"
         (corr,) = db.corrections()
         assert corr["slice_labels"] == [0, None, 1] and corr["sent_utc"] is None and corr["picked_by"] is None
         history = db.rows("schema_history")
-        assert [h["version"] for h in history] == [1, 2, 3]
+        assert [h["version"] for h in history] == [1, 2, 3, 4]
         assert history[1]["description"].startswith("migrated from 1")
         # the new parts work, and the old data take part in the usual rules
         db.record_training_run(training_run("r-0001"))
@@ -423,22 +443,22 @@ def test_a_version_1_database_is_migrated_keeping_its_data(backend_url: str) -> 
         key = bytes.fromhex("ab" * 32)  # the stored key is kept
         assert db.pseudonym("X") == "anon-" + hmac.new(key, b"X", hashlib.sha256).hexdigest()[:24]
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from is None and db.schema_version == 3
-        assert db.counts() == {"schema_history": 3, "studies": 2, "models": 1, "detections": 1, "corrections": 2,
-                               "training_runs": 1}
+        assert db.migrated_from is None and db.schema_version == 4
+        assert db.counts() == {"schema_history": 4, "studies": 2, "models": 1, "detections": 1, "corrections": 2,
+                               "training_runs": 1, "pacs_exports": 0}
 
 
 def test_a_database_from_a_newer_version_is_refused_and_left_alone(backend_url: str) -> None:
     with ResultsDB(backend_url) as db:
         fill(db)
-    run_sql(backend_url, "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+    run_sql(backend_url, "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
             "CREATE TABLE future_things (id INTEGER PRIMARY KEY)")
-    with pytest.raises(SchemaVersionError, match=r"schema version 4, written by a newer version of ST-RAN Scar; "
-                                                 r"this version reads schema versions 1 to 3"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 5, written by a newer version of ST-RAN Scar; "
+                                                 r"this version reads schema versions 1 to 4"):
         ResultsDB(backend_url)
     engine = create_engine(database_url(backend_url))
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "4"
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "5"
         assert conn.execute(text("SELECT COUNT(*) FROM detections")).scalar_one() == 2
     engine.dispose()
 

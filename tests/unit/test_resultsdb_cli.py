@@ -15,10 +15,10 @@ from stran.resultsdb import ResultsDB
 
 try:
     from conftest_postgres import backend_url, postgres_server, postgres_url  # noqa: F401  (fixtures)
-    from test_resultsdb import correction, detection, training_run
+    from test_resultsdb import PACS_URL, correction, detection, pacs_export, training_run
 except ImportError:  # tests/ made a package
     from tests.unit.conftest_postgres import backend_url, postgres_server, postgres_url  # noqa: F401
-    from tests.unit.test_resultsdb import correction, detection, training_run
+    from tests.unit.test_resultsdb import PACS_URL, correction, detection, pacs_export, training_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,9 @@ def test_import_json_then_export_csv(backend_url: str, tmp_path: Path, capsys: p
     assert read_csv(out / "corrections.csv")[0]["slice_labels"] == "[0,1,null,1]"
     assert all(r["patient_id"] == "" and r["patient_pseudonym"].startswith("anon-") for r in read_csv(out / "studies.csv"))
     assert {p.name for p in out.iterdir()} == {"schema_history.csv", "studies.csv", "models.csv", "detections.csv",
-                                               "corrections.csv", "training_runs.csv", "manifest.json"}
+                                               "corrections.csv", "training_runs.csv", "pacs_exports.csv",
+                                               "manifest.json"}
+    assert read_csv(out / "pacs_exports.csv") == []
 
     # the same files again (a folder this time): nothing new, nothing duplicated
     assert export(["--db", backend_url, "--import-json", str(tmp_path / "in"), "--csv", str(out)]) == 0
@@ -137,3 +139,22 @@ def test_stran_cli_runs_export_end_to_end(tmp_path: Path) -> None:
     assert cli.COMMANDS["export"] == "stran.resultsdb.export_command"
     assert cli.main(["export", "--db", str(db_path), "--csv", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "corrections.csv").is_file()
+
+
+def test_export_writes_what_was_stored_on_a_pacs(backend_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A database written by ``stran detect --dicomweb ... --db``: ``stran export`` migrates nothing, counts the
+    exports and writes pacs_exports.csv, with the URL as stored (no credentials)."""
+    with ResultsDB(backend_url) as db:
+        db.record_detection(detection("d-1", study_uid="1.2.3.1", patient_id="PAT-1"))
+        db.record_pacs_export(pacs_export("d-1", pacs_url=PACS_URL.replace("//", "//reader:hunter2@") + "?token=t0k"),
+                              export_id="e-1")
+    assert export(["--db", backend_url]) == 0
+    assert "pacs_exports: 1 rows" in capsys.readouterr().out
+    out = tmp_path / "csv"
+    assert export(["--db", backend_url, "--csv", str(out)]) == 0
+    assert f"wrote {out / 'pacs_exports.csv'}" in capsys.readouterr().out
+    (row,) = read_csv(out / "pacs_exports.csv")
+    assert row["export_id"] == "e-1" and row["detection_id"] == "d-1" and row["study_uid"] == "1.2.3.1"
+    assert row["pacs_url"] == PACS_URL and row["map_kind"] == "SEG"
+    assert json.loads((out / "manifest.json").read_text())["rows"]["pacs_exports"] == 1
+    assert not any("hunter2" in p.read_text() or "t0k" in p.read_text() for p in out.iterdir())

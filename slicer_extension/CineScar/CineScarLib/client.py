@@ -357,8 +357,26 @@ class MonaiLabelClient:
         from .dicom_folder import zip_folder
 
         name = os.path.basename(os.path.normpath(folder)) or "study"
-        action = f"importing the DICOM folder '{name}'"
         data = zip_folder(folder, progress=progress, cancel=cancel)
+        return self.upload_dicom_zip(data, name, f"the DICOM folder '{name}'", image_id=image_id, overwrite=overwrite,
+                                     params=params, progress=progress, cancel=cancel)
+
+    def upload_dicom_files(self, files: list[str], name: str, *, image_id: str | None = None, overwrite: bool = False,
+                           params: dict | None = None, progress: ProgressCallback | None = None,
+                           cancel: CancelToken | None = None) -> dict:
+        """``PUT /datastore/dicom`` with the given files (e.g. every series of a study in Slicer's DICOM database),
+        named relative to their common folder; ``name`` names the upload. Answers as ``upload_dicom_folder``."""
+        from .dicom_folder import zip_files
+
+        data = zip_files(files, name, progress=progress, cancel=cancel)
+        return self.upload_dicom_zip(data, name, f"the DICOM study '{name}'", image_id=image_id, overwrite=overwrite,
+                                     params=params, progress=progress, cancel=cancel)
+
+    def upload_dicom_zip(self, data: bytes, name: str, what: str, *, image_id: str | None = None,
+                         overwrite: bool = False, params: dict | None = None,
+                         progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> dict:
+        """``PUT /datastore/dicom`` with a ZIP of DICOM files (``name``.zip; ``what`` it is, for messages)."""
+        action = f"importing {what}"
         query: dict[str, Any] = {"overwrite": "true"} if overwrite else {}
         if image_id:
             query["image"] = image_id

@@ -1,7 +1,8 @@
 """Open a DICOM folder: zip it for the server's ``PUT /datastore/dicom`` (standard library only) and read its answer.
 
 Nothing is skipped here: every file under the folder goes into the zip, with its path relative to the folder, and
-the server decides what to leave out (stray broken files) and says why. A cine frame that cannot be read makes the
+the server decides what to leave out (stray broken files) and says why. ``zip_files`` does the same for an explicit
+list of files (a study in Slicer's DICOM database, see ``dicom_study``). A cine frame that cannot be read makes the
 server refuse the study with a message naming the slice, the phase and the file.
 """
 
@@ -72,14 +73,40 @@ def zip_folder(folder: str | os.PathLike, *, progress: Progress = None, cancel: 
     files = list_files(folder)
     if not files:
         raise ValueError(f"{folder} holds no files: choose the folder that holds the DICOM study.")
+    return _zip([(path, os.path.relpath(path, folder)) for path in files], folder, progress, cancel)
+
+
+def zip_files(files: list[str], base_name: str, *, progress: Progress = None, cancel: Any = None) -> bytes:
+    """A ZIP (in memory) of the given files (e.g. every series of a study in Slicer's DICOM database), each named
+    by its path relative to the folder all of them are in; a file listed twice goes in once. ``base_name`` names
+    the set in messages.
+
+    Raises ValueError when the list is empty, or files are missing or cannot be read here."""
+    paths = list(dict.fromkeys(os.path.abspath(os.fspath(f)) for f in files if f))
+    if not paths:
+        raise ValueError(f"{base_name}: no files to send.")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(f"{base_name}: {len(missing)} of {len(paths)} file(s) are not on this computer: "
+                         f"{_shown(missing)}. Nothing was sent.")
+    try:
+        root = os.path.commonpath([os.path.dirname(p) for p in paths])
+        named = [(p, os.path.relpath(p, root)) for p in paths]
+    except ValueError:  # e.g. files on different Windows drives: no common folder
+        named = [(p, f"{index:05d}/{os.path.basename(p)}") for index, p in enumerate(paths)]
+    return _zip(named, base_name, progress, cancel)
+
+
+def _zip(named: list[tuple[str, str]], where: str, progress: Progress, cancel: Any) -> bytes:
+    """The ZIP of ``(path, name in the zip)`` pairs; every unreadable file is listed in one ValueError."""
     buffer, unreadable = io.BytesIO(), []
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for index, path in enumerate(files):
+        for index, (path, name) in enumerate(named):
             if cancel is not None:
                 cancel.raise_if_cancelled()
             if progress and index % 50 == 0:
-                progress(0.3 * index / len(files), f"packing {len(files)} files of {os.path.basename(folder)}")
-            name = os.path.relpath(path, folder).replace(os.sep, "/")
+                progress(0.3 * index / len(named), f"packing {len(named)} files of {os.path.basename(where) or where}")
+            name = name.replace(os.sep, "/")
             try:
                 with open(path, "rb") as fh:
                     data = fh.read()
@@ -88,7 +115,10 @@ def zip_folder(folder: str | os.PathLike, *, progress: Progress = None, cancel: 
                 continue
             archive.writestr(zipfile.ZipInfo.from_file(path, name, strict_timestamps=False), data, zipfile.ZIP_DEFLATED, 1)
     if unreadable:
-        shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
-        raise ValueError(f"Cannot read {len(unreadable)} file(s) in {folder}: {shown}. Fix their permissions or move "
-                         "them out of the folder; nothing was sent.")
+        raise ValueError(f"Cannot read {len(unreadable)} file(s) in {where}: {_shown(unreadable)}. Fix their "
+                         "permissions or move them out of the folder; nothing was sent.")
     return buffer.getvalue()
+
+
+def _shown(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")

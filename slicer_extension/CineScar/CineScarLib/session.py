@@ -116,6 +116,14 @@ class Detection:
     elapsed_s: float = 0.0
     exported: bool = False
     export_error: str | None = None
+    imported: DicomImport | None = None  # the DICOM study upload made for this detection, if one was needed
+
+    @property
+    def pacs(self) -> dict | None:
+        """Where the server stored the result on the PACS: ``{url, study_uid, sr_series_uid, sr_sop_uid,
+        map_series_uid, map_sop_uid, map_kind}``, or ``{url, study_uid, error}``; None when it did not try."""
+        record = self.result.get("pacs")
+        return dict(record) if isinstance(record, dict) else None
 
     @property
     def detection_id(self) -> str:
@@ -411,13 +419,24 @@ class ScarSession:
 
         The server's refusals (``RequestRejected``) are passed on as they are: e.g. HTTP 422 naming the slice,
         the phase and the file when a cine frame cannot be read; 409 when ``image_id`` is taken."""
+        return self._import_dicom(lambda: self.client.upload_dicom_folder(
+            str(folder), image_id=image_id, overwrite=overwrite, params={"client": "CineScar"}, progress=progress,
+            cancel=cancel), str(folder), progress)
+
+    def import_dicom_files(self, files: list[str], name: str, image_id: str | None = None, *, progress: Progress = None,
+                           cancel: CancelToken | None = None) -> DicomImport:
+        """``import_dicom_folder`` for an explicit list of files (a study in Slicer's DICOM database)."""
+        return self._import_dicom(lambda: self.client.upload_dicom_files(
+            files, name, image_id=image_id, params={"client": "CineScar"}, progress=progress, cancel=cancel),
+            name, progress)
+
+    def _import_dicom(self, upload: Callable[[], dict], source: str, progress: Progress) -> DicomImport:
         try:
-            answer = self.client.upload_dicom_folder(str(folder), image_id=image_id, overwrite=overwrite,
-                                                     params={"client": "CineScar"}, progress=progress, cancel=cancel)
-        except ValueError as exc:  # the folder itself (missing, empty, unreadable files): nothing was sent
+            answer = upload()
+        except ValueError as exc:  # the files themselves (missing, empty, unreadable): nothing was sent
             raise WorkflowError(str(exc)) from None
-        imported = DicomImport.from_answer(answer, str(folder))
-        self.log(f"imported {folder} as '{imported.image_id}': {imported.slices} slices x {imported.phases} phases, "
+        imported = DicomImport.from_answer(answer, source)
+        self.log(f"imported {source} as '{imported.image_id}': {imported.slices} slices x {imported.phases} phases, "
                  f"{len(imported.left_out)} file(s) left out")
         for path, reason in imported.left_out:
             self.log(f"left out {path}: {reason}")

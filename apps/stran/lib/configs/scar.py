@@ -11,6 +11,7 @@ from monailabel.interfaces.config import TaskConfig
 from lib.infers import ScarInfer
 from lib.trainers import ScarTrainer
 from stran.engine.detect import Detector
+from stran.pacs.client import PacsClient
 from stran.resources import PRETRAINED_FILE
 
 
@@ -30,6 +31,7 @@ class ScarConfig(TaskConfig):
         self.path = [self.published_path]
         if self.network_name == "stran":
             self.path.insert(0, os.path.join(kwargs["pretrained_dir"], PRETRAINED_FILE))
+        self.pacs: PacsClient | None = kwargs.get("pacs")  # results of PACS studies are stored back through it
         self._detector: Detector | None = None
         self._detector_key: tuple[str, int] | None = None
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ pre/infer/post pipeline cannot express.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from stran.io import CineLoadError, load_study, write_map
+from stran.pacs.client import PacsClient, PacsError
 
 if TYPE_CHECKING:
     from lib.configs.scar import ScarConfig
@@ -77,8 +79,28 @@ class ScarInfer(InferTask):
             result["prediction_label"],
             result["timings"]["total_ms"],
         )
+        if self.scar_config.pacs is not None and request.get("image_id"):
+            store_if_from_pacs(self.scar_config.pacs, request, study, detection)
         if detection.attention is None:
             return None, result
         path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         write_map(study, detection.attention, path)
         return path, result
+
+
+def store_if_from_pacs(client: PacsClient, request: dict[str, Any], study: Any, detection: Any) -> None:
+    """Store the SR and SEG on the PACS when the study was fetched from it; the outcome goes in ``result["pacs"]``
+    (a failure there does not fail the detection: the reader still gets it, and is told)."""
+    from stran.pacs.fetch import pacs_origin, source_headers
+    from stran.pacs.store import store_detection
+
+    cache = os.path.dirname(request["image"])
+    origin = pacs_origin(cache, request["image_id"])
+    if origin is None or origin.get("url") != client.url:
+        return
+    try:
+        detection.result["pacs"] = store_detection(client, detection.result, study, detection.attention,
+                                                   source_headers(cache, request["image_id"]))
+    except PacsError as exc:
+        logger.error("results of %s not stored on the PACS: %s", request["image_id"], exc)
+        detection.result["pacs"] = {"url": client.url, "study_uid": study.study_uid, "error": f"{exc} ({exc.hint})"}

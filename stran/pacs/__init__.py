@@ -1,0 +1,1 @@
+"""PACS: cine studies from a DICOMweb server and detection results back to it as DICOM."""
