@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="detections", help="output folder for <id>.json and <id>.attention.nii.gz")
     parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes for uncertainty (0 = off)")
     parser.add_argument("--no-attention", action="store_true", help="skip writing attention maps")
+    parser.add_argument("--report", action="store_true",
+                        help="also write <id>.report.png and <id>.report.pdf: AHA bullseye, per-slice chart, key frames "
+                             "with the map, model, SHA-256 and uncertainty (research use only)")
     parser.add_argument("--db", help="also record every result in this results database (SQLite path or URL)")
     add_pacs_arguments(parser)
     parser.add_argument("--pacs-cache", help="where studies fetched from the PACS are kept (default: <out>/pacs-cache)")
@@ -91,13 +94,21 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             failures += 1
             continue
-        detection = detector.detect(study, image_id=image_id, with_attention=not args.no_attention)
+        detection = detector.detect(study, image_id=image_id, with_attention=not args.no_attention or args.report)
+        report_map = detection.attention  # the report shows the map even with --no-attention (nothing else does)
+        if args.no_attention:
+            detection.attention = None
         r = detection.result
         if study.source.startswith("dicomweb ") and not args.no_store:
             r["pacs"] = _store_back(args, study, detection)
         atomic_write_text(out / f"{image_id}.json", json.dumps(r, indent=1))
         if detection.attention is not None:
             write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
+        if args.report:
+            from stran.report.render import write_report
+
+            report = write_report(r, study.pixels, report_map, png=out / f"{image_id}.report.png",
+                                  pdf=out / f"{image_id}.report.pdf")
         if db is not None:
             db.record_detection(r)  # with its pacs record, when the results were stored on the PACS
         slices = " ".join("  - " if p is None else f"{p:.2f}" for p in r["slice_probabilities"])
@@ -105,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
               f"slices: {slices}")
         if r.get("pacs"):
             print(f"    {_pacs_line(r['pacs'])}")
+        if args.report:
+            print(f"    report: {report[0]}, {report[1].name}")
         print_left_out(study.left_out)
     if db is not None:
         db.close()

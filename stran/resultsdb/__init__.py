@@ -2,7 +2,8 @@
 
 One schema and one implementation for the command line (``stran export``) and the 3D Slicer module.
 This package imports only the standard library and SQLAlchemy 2 Core, with relative imports only, so
-that the Slicer module can expose it inside its ``<Module>Lib/`` folder (by a symlink) unchanged.
+that the Slicer module can expose it unchanged as ``CineScarLib.resultsdb``: the extension's build copies these
+files in, and a checkout loads them in place (``slicer_extension/CineScar/CineScarLib/__init__.py``).
 
     from .resultsdb import ResultsDB          # inside Slicer's <Module>Lib
     from stran.resultsdb import ResultsDB     # everywhere else
@@ -20,6 +21,7 @@ from typing import Any
 from .errors import ConflictError, InvalidRecordError, ResultsDBError, SchemaVersionError
 from .records import (
     CORRECTION_SOURCES,
+    N_SEGMENTS,
     RUN_STATUSES,
     new_id,
     now_utc,
@@ -36,6 +38,7 @@ _LAZY = {"FLOAT_RTOL": ".db", "ResultsDB": ".db", "database_url": ".db", "SCHEMA
 __all__ = [
     "CORRECTION_SOURCES",
     "FLOAT_RTOL",
+    "N_SEGMENTS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "ConflictError",

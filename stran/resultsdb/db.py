@@ -42,7 +42,11 @@ T = TypeVar("T")
 FLOAT_RTOL = 1e-3
 _PG_LOCK_KEY = 0x57524E5344  # pg_advisory_xact_lock key serialising schema creation/migration
 _WRITE_ATTEMPTS = 3
-_CORRECTION_CONTENT = ("study_uid", "image_id", "detection_id", "study_label", "slice_labels", "source", "reviewer", "comment")
+_CORRECTION_CONTENT = ("study_uid", "image_id", "detection_id", "study_label", "slice_labels", "source", "reviewer", "comment",
+                       "segment_labels")
+#: Fields added after records were first hashed (v5): they enter ``payload_sha256`` only when set, so that a record
+#: stored before them (and sent again, e.g. from the Slicer module's queue) still hashes as it did.
+_HASHED_WHEN_SET = ("segment_probabilities", "segment_labels")
 _RUN_FIXED = ("model_name", "started_utc", "options")
 _RUN_MUTABLE = ("status", "finished_utc", "metrics", "model_sha256")
 
@@ -319,7 +323,7 @@ class ResultsDB:
         study["patient_pseudonym"] = self.pseudonym(raw_patient)
         model = dict(parsed["model"])
         row = dict(parsed["detection"])
-        row["payload_sha256"] = payload_hash({"study": study, "model": model, "detection": row})
+        row["payload_sha256"] = payload_hash({"study": study, "model": model, "detection": _hashed(row)})
         det_id = row["detection_id"]
         stored = _one(conn, S.detections, det_id)
         if stored is not None:
@@ -371,7 +375,7 @@ class ResultsDB:
     def _put_correction(self, conn: Connection, row: dict[str, Any], sent: str | None, now: str) -> str:
         corr_id = row["correction_id"]
         content = {k: row[k] for k in _CORRECTION_CONTENT}
-        digest = payload_hash(content)
+        digest = payload_hash(_hashed(content))
         stored = _one(conn, S.corrections, corr_id)
         if stored is not None:
             if stored["payload_sha256"] != digest:
@@ -567,6 +571,11 @@ def _stored_export(result: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     return parse_pacs_export({**record, "pacs_url": record.get("url"), "detection_id": result.get("detection_id"),
                               "model_sha256": (result.get("model") or {}).get("sha256")})
+
+
+def _hashed(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``payload_sha256`` is taken of: the record without the later fields (``_HASHED_WHEN_SET``) that are None."""
+    return {k: v for k, v in record.items() if not (k in _HASHED_WHEN_SET and v is None)}
 
 
 def _make_engine(url: URL, busy_timeout_s: float) -> Engine:

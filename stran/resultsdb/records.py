@@ -13,7 +13,7 @@ import math
 import numbers
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +33,9 @@ _DICOM_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 _MAP_KIND_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
 
 PREDICTION_LABELS = {0: "no scar", 1: "scar"}
+#: The AHA 17-segment model: ``segment_probabilities`` and ``segment_labels`` have one entry per segment, in AHA order
+#: (1 basal anterior ... 16 apical lateral, 17 apex).
+N_SEGMENTS = 17
 CORRECTION_SOURCES = ("LGE", "visual")
 RUN_STATUSES = ("queued", "running", "finished", "failed", "stopped")
 TERMINAL_RUN_STATUSES = ("finished", "failed", "stopped")
@@ -245,7 +248,8 @@ def parse_detection(result: Any) -> dict[str, Any]:
 
     Required: ``detection_id``, ``study.study_uid``, ``study_probability``, ``threshold``, ``prediction``,
     ``slice_probabilities``, ``model.name/version/sha256``, ``created_utc``. Optional: ``image_id``,
-    ``prediction_label`` (checked against ``prediction``), ``uncertainty``, ``input``, ``timings`` and
+    ``prediction_label`` (checked against ``prediction``), ``segment_probabilities`` (17 probabilities or nulls in
+    AHA order; null or ``[]``: the model has no segment output), ``uncertainty``, ``input``, ``timings`` and
     the other study fields. Unknown top-level fields are ignored.
     """
     result = _mapping(result, "detection result")
@@ -273,6 +277,8 @@ def parse_detection(result: Any) -> dict[str, Any]:
                 "(one entry per slice of the study, null for slices that were not scored)",
                 field="slice_probabilities",
             )
+        segments = _segment_list(_get(result, "segment_probabilities", "", required=False), "segment_probabilities",
+                                 lambda v, f: _float(v, f, lo=0.0, hi=1.0), "a probability or null")
         uncertainty = _json_object(_get(result, "uncertainty", "", required=False), "uncertainty")
         unc_values = {}
         for key in ("std", "entropy", "mutual_information"):
@@ -296,6 +302,7 @@ def parse_detection(result: Any) -> dict[str, Any]:
             "prediction": prediction,
             "prediction_label": PREDICTION_LABELS[prediction],
             "slice_probabilities": slice_probs,
+            "segment_probabilities": segments,
             "uncertainty": uncertainty,
             "uncertainty_std": unc_values["std"],
             "uncertainty_entropy": unc_values["entropy"],
@@ -317,7 +324,8 @@ def parse_correction(correction: Any) -> dict[str, Any]:
     """A reviewer's label (the ``.scar.json`` content) plus ``correction_id``, ``study_uid``, ``image_id``.
 
     Optional: ``detection_id`` (the detection that was corrected), ``created_utc`` (default: now), ``picked_by``
-    (the next-study answer that chose the study: a JSON object, e.g. strategy, score, model_sha256).
+    (the next-study answer that chose the study: a JSON object, e.g. strategy, score, model_sha256),
+    ``segment_labels`` (17 entries 0, 1 or null in AHA order; null or ``[]``: no segment labels).
     """
     correction = _mapping(correction, "correction")
     correction_id = _id(_get(correction, "correction_id", "", required=True), "correction_id")
@@ -328,6 +336,8 @@ def parse_correction(correction: Any) -> dict[str, Any]:
                 f"field 'slice_labels' must be a list of 0, 1 or null (one per slice), got {_show(labels)}", field="slice_labels"
             )
         labels = [_label(v, f"slice_labels[{i}]", optional=True) for i, v in enumerate(labels)]
+        segment_labels = _segment_list(_get(correction, "segment_labels", "", required=False), "segment_labels",
+                                       lambda v, f: _label(v, f, optional=True), "0, 1 or null")
         source = _get(correction, "source", "", required=True)
         if source not in CORRECTION_SOURCES:
             raise InvalidRecordError(f"field 'source' must be one of {list(CORRECTION_SOURCES)}, got {_show(source)}", field="source")
@@ -340,6 +350,7 @@ def parse_correction(correction: Any) -> dict[str, Any]:
             "detection_id": None if detection_id is None else _id(detection_id, "detection_id"),
             "study_label": _label(_get(correction, "study_label", "", required=True), "study_label", optional=False),
             "slice_labels": labels,
+            "segment_labels": segment_labels,
             "source": source,
             "reviewer": _text(_get(correction, "reviewer", "", required=True), "reviewer", optional=False),
             "comment": _text(_get(correction, "comment", "", required=False), "comment") or "",
@@ -349,6 +360,21 @@ def parse_correction(correction: Any) -> dict[str, Any]:
     except InvalidRecordError as exc:
         raise InvalidRecordError(f"correction {correction_id!r}: {exc}", field=exc.field) from None
     return row
+
+
+def _segment_list(value: Any, field: str, check: Callable[[Any, str], Any], entry: str) -> list[Any] | None:
+    """A per-segment list (``N_SEGMENTS`` entries in AHA order, each checked by ``check``); None or [] -> None."""
+    if value is None or (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 0):
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise InvalidRecordError(
+            f"field '{field}' must be a list of {N_SEGMENTS} entries (AHA segments 1-17 in order), each {entry}; "
+            f"got {_show(value)}", field=field)
+    if len(value) != N_SEGMENTS:
+        raise InvalidRecordError(
+            f"field '{field}' has {len(value)} entries; it needs {N_SEGMENTS} (AHA segments 1-17 in order, each "
+            f"{entry}), or null when there are none", field=field)
+    return [check(v, f"{field}[{i}]") for i, v in enumerate(value)]
 
 
 def _label(value: Any, field: str, *, optional: bool) -> int | None:

@@ -11,6 +11,8 @@ History:
 * v2: adds ``training_runs`` and ``corrections.sent_utc`` (when a correction reached the server).
 * v3: adds ``corrections.picked_by`` (which active-learning strategy and model chose the study, if one did).
 * v4: adds ``pacs_exports`` (the DICOM SR and Segmentation a detection was written back to a PACS as, by UID).
+* v5: adds ``detections.segment_probabilities`` and ``corrections.segment_labels`` (the 17 AHA segments, JSON lists
+  like the per-slice values beside them; NULL for a model without segment output or a label without segment labels).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -131,6 +133,8 @@ detections = Table(
     Column("created_utc", String(TIME), nullable=False, comment="when the server produced the result"),
     Column("recorded_utc", String(TIME), nullable=False, comment="when it was written here"),
     Column("payload_sha256", String(64), nullable=False, comment="hash of the normalised record (idempotency check)"),
+    Column("segment_probabilities", _json(),
+           comment="v5: JSON list of 17 probabilities or null, AHA order (segment 1 first); NULL: no segment output"),
     CheckConstraint("prediction IN (0, 1)", name="prediction"),
     CheckConstraint("study_probability >= 0 AND study_probability <= 1", name="study_probability"),
     CheckConstraint("threshold >= 0 AND threshold <= 1", name="threshold"),
@@ -157,6 +161,8 @@ corrections = Table(
     Column("payload_sha256", String(64), nullable=False),
     Column("sent_utc", String(TIME), comment="v2: when the label reached the MONAI Label server; NULL = not yet"),
     Column("picked_by", _json(), comment="v3: the next-study answer that chose this study (strategy, score, model)"),
+    Column("segment_labels", _json(),
+           comment="v5: JSON list of 17 labels 0, 1 or null, AHA order (segment 1 first); NULL: no segment labels"),
     CheckConstraint("study_label IN (0, 1)", name="study_label"),
     CheckConstraint("source IN ('LGE', 'visual')", name="source"),
     Index(None, "study_uid", "created_utc"),
@@ -236,11 +242,20 @@ def _v3_to_v4(conn: Connection) -> None:
     pacs_exports.create(conn)  # with its unique key, checks and indexes
 
 
+def _v4_to_v5(conn: Connection) -> None:
+    # Nullable JSON columns at the end of their tables (where a fresh v5 database has them too): rows stored before
+    # v5 get NULL, i.e. "no segment output" / "no segment labels", which is what they had.
+    for table, column in ((detections, detections.c.segment_probabilities), (corrections, corrections.c.segment_labels)):
+        column_type = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column_type}"))
+
+
 #: ``MIGRATIONS[n]`` turns a version n-1 database into version n. Never edit a released step: add one.
 MIGRATIONS: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("add training_runs; add corrections.sent_utc", _v1_to_v2),
     3: ("add corrections.picked_by", _v2_to_v3),
     4: ("add pacs_exports", _v3_to_v4),
+    5: ("add detections.segment_probabilities; add corrections.segment_labels", _v4_to_v5),
 }
 
 

@@ -1,6 +1,8 @@
 """The extension as files: CineScar.py compiles, the .ui matches the code and its generator, CMake lists every
-file, the resultsdb link works from Slicer's point of view, CineScarLib imports with Slicer's packages only (and in
-the server venv), and CineScarLogic / the self-test run on slicer-core with the Qt-only base classes stubbed.
+file, no symbolic link is left in the tree, CineScarLib.resultsdb is stran/resultsdb both from a checkout (loaded
+in place) and in the built extension (the copy CineScar/CMakeLists.txt makes, the same files byte for byte),
+CineScarLib imports with Slicer's packages only (and in the server venv), and CineScarLogic / the self-test run on
+slicer-core with the Qt-only base classes stubbed.
 
 What this cannot show: the widgets themselves (Qt, PythonQt), the layout, playback timing and overlay
 rendering; those need the Slicer application (see docs/slicer-module.md).
@@ -13,6 +15,7 @@ import importlib
 import json
 import py_compile
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXT = REPO / "slicer_extension"
 MODULE_DIR = EXT / "CineScar"
 LIB = MODULE_DIR / "CineScarLib"
+RESULTSDB = REPO / "stran" / "resultsdb"
 sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(EXT / "tools"))
 
@@ -36,8 +40,30 @@ def lib_files() -> list[Path]:
     return sorted(LIB.glob("*.py"))
 
 
+def cmake_resultsdb_files() -> list[str]:
+    """The file names of ``set(RESULTSDB_PYTHON_FILES ...)`` in CineScar/CMakeLists.txt: what the build copies."""
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    block = re.search(r"set\(RESULTSDB_PYTHON_FILES\s+([^)]*)\)", cmake)
+    assert block, "set(RESULTSDB_PYTHON_FILES ...) is missing from CineScar/CMakeLists.txt"
+    return block.group(1).split()
+
+
+def copy_like_cmake(modules_dir: Path) -> Path:
+    """The module as the build lays it out: CineScar.py, CineScarLib/*.py and, copied from stran/resultsdb, the
+    files CMake lists, as CineScarLib/resultsdb (returns that folder)."""
+    (modules_dir / "CineScarLib").mkdir(parents=True)
+    shutil.copy2(MODULE_DIR / "CineScar.py", modules_dir)
+    for path in lib_files():
+        shutil.copy2(path, modules_dir / "CineScarLib")
+    copy = modules_dir / "CineScarLib" / "resultsdb"
+    copy.mkdir()
+    for name in cmake_resultsdb_files():
+        shutil.copy2(RESULTSDB / name, copy)
+    return copy
+
+
 def test_module_files_compile_for_slicer_python() -> None:
-    for path in [MODULE_DIR / "CineScar.py", *lib_files()]:
+    for path in [MODULE_DIR / "CineScar.py", *lib_files(), *sorted(RESULTSDB.glob("*.py"))]:
         py_compile.compile(str(path), doraise=True)
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))  # Slicer 5.10+ has Python 3.12
 
@@ -60,8 +86,10 @@ def test_ui_matches_code_and_generator() -> None:
 def test_cmake_lists_every_file_and_resources_exist() -> None:
     cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
     listed = set(re.findall(r"\$\{MODULE_NAME\}(\S+)", cmake))
-    expected = {"Lib/" + p.name for p in lib_files()} | {"Lib/resultsdb/" + p.name for p in (LIB / "resultsdb").glob("*.py")}
+    expected = {"Lib/" + p.name for p in lib_files()}
     assert expected <= listed, f"not in CineScar/CMakeLists.txt: {expected - listed}"
+    stale = [e for e in listed if re.fullmatch(r"Lib/resultsdb/\w+\.py", e)]
+    assert stale == [], f"resultsdb is copied from stran/, not listed as CineScarLib files: {stale}"
     for resource in ("Resources/Icons/CineScar.png", "Resources/UI/CineScar.ui", "Resources/requirements.txt"):
         assert (MODULE_DIR / resource).is_file()
         assert resource.replace("CineScar", "${MODULE_NAME}") in cmake
@@ -72,11 +100,104 @@ def test_cmake_lists_every_file_and_resources_exist() -> None:
     assert "SQLAlchemy" in (MODULE_DIR / "Resources" / "requirements.txt").read_text()
 
 
-def test_resultsdb_link_is_relative_and_resolves() -> None:
-    link = LIB / "resultsdb"
-    assert link.is_symlink()
-    assert str(link.readlink()) == "../../../stran/resultsdb"
-    assert link.resolve() == (REPO / "stran" / "resultsdb").resolve()
+def test_no_symbolic_links_in_the_tree() -> None:
+    """Links break on Windows checkouts and in extension packages: none, tracked or about to be."""
+    try:
+        done = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    links = [name for name in done.stdout.split("\0") if name and (REPO / name).is_symlink()]
+    assert links == []
+    assert not (LIB / "resultsdb").exists(), (
+        "CineScarLib/resultsdb must not exist in the source tree (it would shadow stran/resultsdb): delete it")
+
+
+def test_cmake_copies_exactly_the_resultsdb_sources() -> None:
+    """The build copies the files CMake lists from stran/resultsdb: they must be all of its .py files, and the
+    source folder CMake names must be stran/resultsdb, so that the copy and the source never differ."""
+    assert cmake_resultsdb_files() == sorted(p.name for p in RESULTSDB.glob("*.py"))
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    source = re.search(r"set\(RESULTSDB_SOURCE_DIR \$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", cmake)
+    assert source and (MODULE_DIR / source.group(1)).resolve() == RESULTSDB.resolve()
+    assert "${RESULTSDB_SOURCE_DIR}/${_resultsdb_file}" in cmake and "COPYONLY" in cmake
+
+
+CMAKE_HARNESS = """
+cmake_minimum_required(VERSION 3.16)
+project(CineScarLayout NONE)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer/qt-scripted-modules)
+set(BUILD_TESTING OFF)
+# What slicerMacroBuildScriptedModule does with its files (through CTK's ctkMacroCompilePythonScript): a relative
+# path is copied from the module's source folder, an absolute one (a file written into the module's binary
+# folder) to its path relative to that binary folder; both into the scripted-modules folder.
+macro(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(MY "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  foreach(file ${MY_SCRIPTS} ${MY_RESOURCES})
+    if(IS_ABSOLUTE ${file})
+      file(RELATIVE_PATH target ${CMAKE_CURRENT_BINARY_DIR} ${file})
+      set(source ${file})
+    else()
+      set(target ${file})
+      set(source ${CMAKE_CURRENT_SOURCE_DIR}/${file})
+    endif()
+    configure_file(${source} ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/${target} COPYONLY)
+  endforeach()
+endmacro()
+add_subdirectory("@MODULE_DIR@" CineScar)
+"""
+
+
+def test_cmake_build_lays_out_resultsdb_from_stran(tmp_path: Path) -> None:
+    """CineScar/CMakeLists.txt itself, configured with CMake (Slicer's macro reduced to its copy rule; checked
+    against the real Slicer and CTK macros by hand): CineScarLib/resultsdb in the build is stran/resultsdb."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "CMakeLists.txt").write_text(CMAKE_HARNESS.replace("@MODULE_DIR@", MODULE_DIR.as_posix()))
+    done = subprocess.run([cmake, "-S", str(tmp_path / "src"), "-B", str(tmp_path / "build")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    built = tmp_path / "build" / "lib" / "Slicer" / "qt-scripted-modules"
+    copy = built / "CineScarLib" / "resultsdb"
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in RESULTSDB.glob("*.py"))
+    for path in RESULTSDB.glob("*.py"):
+        assert (copy / path.name).read_bytes() == path.read_bytes(), path.name
+    assert sorted(p.name for p in (built / "CineScarLib").glob("*.py")) == [p.name for p in lib_files()]
+    assert (built / "CineScar.py").is_file() and (built / "Resources" / "UI" / "CineScar.ui").is_file()
+
+
+def test_resultsdb_copy_is_the_source_and_imports_as_module_lib(tmp_path: Path) -> None:
+    """A copy laid out as the build makes it is byte for byte stran/resultsdb and is what CineScarLib.resultsdb
+    imports there (a real subpackage; the checkout's loader is not used)."""
+    modules = tmp_path / "lib" / "Slicer" / "qt-scripted-modules"
+    copy = copy_like_cmake(modules)
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in RESULTSDB.glob("*.py"))
+    for path in RESULTSDB.glob("*.py"):
+        assert (copy / path.name).read_bytes() == path.read_bytes(), path.name
+    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import CineScarLib.resultsdb as r; "
+              "from CineScarLib.resultsdb import ResultsDB, export_command; "
+              "print(json.dumps({'file': r.__file__, 'stran': 'stran' in sys.modules, "
+              "'hooks': [type(f).__name__ for f in sys.meta_path if getattr(f, 'cinescar_resultsdb_finder', 0)]}))")
+    done = subprocess.run([sys.executable, "-I", "-c", script, str(modules)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"file": str(copy / "__init__.py"), "stran": False, "hooks": []}
+
+
+def test_missing_resultsdb_is_a_clear_import_error(tmp_path: Path) -> None:
+    """Neither a copied CineScarLib/resultsdb nor a checkout's stran/resultsdb: the import says what to do."""
+    modules = tmp_path / "modules"
+    shutil.rmtree(copy_like_cmake(modules))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import CineScarLib.client\n"
+              "try:\n    import CineScarLib.resultsdb\nexcept ImportError as exc:\n    print(type(exc).__name__, exc)")
+    done = subprocess.run([sys.executable, "-I", "-c", script, str(modules)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ModuleNotFoundError CineScarLib.resultsdb is missing")
+    assert "build the extension with CMake" in done.stdout
 
 
 ISOLATED = textwrap.dedent(
@@ -114,7 +235,8 @@ def test_lib_imports_in_isolation(tmp_path: Path, venv: str) -> None:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert allowed(report["light"]) == set(), report["light"]
     assert not report["stran"]
-    assert "CineScarLib/resultsdb" in report["resultsdb"]
+    # from a checkout, CineScarLib.resultsdb is stran/resultsdb itself, loaded in place under the module's name
+    assert report["resultsdb"] == str(RESULTSDB / "__init__.py")
 
 
 # ----------------------------------------------------------------------------- CineScar.py on slicer-core

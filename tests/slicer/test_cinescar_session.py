@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO / "slicer_extension" / "CineScar"))
 
 from CineScarLib import session as S  # noqa: E402
 from CineScarLib.client import ServerUnreachable  # noqa: E402
-from CineScarLib.resultsdb import ResultsDB  # noqa: E402  (the symlinked stran/resultsdb)
+from CineScarLib.resultsdb import ResultsDB  # noqa: E402  (stran/resultsdb, loaded in place)
 
 
 def refused_url() -> str:

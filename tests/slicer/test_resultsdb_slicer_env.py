@@ -1,18 +1,25 @@
 """The results database in the Slicer test stack (numpy 2, slicer-core): exposed the way the Slicer
-module exposes it, as ``<Module>Lib/resultsdb`` (a symlink to stran/resultsdb), imported in a fresh
-isolated interpreter without the ``stran`` package, and used end to end."""
+module exposes it, as ``CineScarLib.resultsdb``, imported in a fresh isolated interpreter without the
+``stran`` package, and used end to end; both from a checkout (CineScarLib loads stran/resultsdb in place)
+and in the built extension (a real CineScarLib/resultsdb folder, the files CineScar/CMakeLists.txt copies)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "slicer_extension" / "CineScar"
+RESULTSDB = REPO / "stran" / "resultsdb"
 
 SCRIPT = textwrap.dedent(
     """
@@ -23,6 +30,7 @@ SCRIPT = textwrap.dedent(
     from CineScarLib.resultsdb import SCHEMA_VERSION, ConflictError, ResultsDB, new_id
     from CineScarLib.resultsdb import export_command  # the CLI module imports cleanly too
     loaded = sorted({name.split(".")[0] for name in set(sys.modules) - before})
+    import CineScarLib.resultsdb
 
     result = {
         "detection_id": new_id(), "image_id": "case_0001",
@@ -54,18 +62,32 @@ SCRIPT = textwrap.dedent(
         files = [p.name for p in db.export_csv(out_dir)]
         counts = db.counts()
     print(json.dumps({"loaded": loaded, "stran_loaded": "stran" in sys.modules, "schema_version": SCHEMA_VERSION,
+                      "file": CineScarLib.resultsdb.__file__,
                       "pending": pending, "conflict": conflict, "files": files, "counts": counts,
                       "numpy_loaded": "numpy" in sys.modules}))
     """
 )
 
 
-def test_resultsdb_runs_from_a_slicer_module_lib_folder(tmp_path: Path) -> None:
-    modules = tmp_path / "CardiacScar"
-    lib = modules / "CineScarLib"
-    lib.mkdir(parents=True)
-    (lib / "__init__.py").write_text("")
-    (lib / "resultsdb").symlink_to(REPO / "stran" / "resultsdb", target_is_directory=True)
+def built_extension(modules: Path) -> Path:
+    """CineScarLib as the extension's build lays it out: its own files plus, in a real resultsdb folder, the
+    stran/resultsdb files that ``set(RESULTSDB_PYTHON_FILES ...)`` in CineScar/CMakeLists.txt names."""
+    names = re.search(r"set\(RESULTSDB_PYTHON_FILES\s+([^)]*)\)", (MODULE_DIR / "CMakeLists.txt").read_text())
+    assert names, "set(RESULTSDB_PYTHON_FILES ...) is missing from CineScar/CMakeLists.txt"
+    shutil.copytree(MODULE_DIR / "CineScarLib", modules / "CineScarLib", ignore=shutil.ignore_patterns("__pycache__"))
+    (modules / "CineScarLib" / "resultsdb").mkdir()
+    for name in names.group(1).split():
+        shutil.copy2(RESULTSDB / name, modules / "CineScarLib" / "resultsdb" / name)
+    return modules / "CineScarLib" / "resultsdb" / "__init__.py"
+
+
+@pytest.mark.parametrize("layout", ["source tree", "built extension"])
+def test_resultsdb_runs_from_a_slicer_module_lib_folder(tmp_path: Path, layout: str) -> None:
+    if layout == "source tree":
+        modules, expected_file = MODULE_DIR, RESULTSDB / "__init__.py"
+    else:
+        modules = tmp_path / "lib" / "Slicer" / "qt-scripted-modules"
+        expected_file = built_extension(modules)
     db_path, out = tmp_path / "results.sqlite", tmp_path / "csv"
 
     # -I: isolated (no PYTHONPATH, no current folder on sys.path), so `stran` cannot be found
@@ -80,6 +102,7 @@ def test_resultsdb_runs_from_a_slicer_module_lib_folder(tmp_path: Path) -> None:
     }
     assert outside_stdlib <= {"sqlalchemy", "typing_extensions"}, outside_stdlib
     assert not report["stran_loaded"] and not report["numpy_loaded"]
+    assert report["file"] == str(expected_file)
     assert report["counts"]["detections"] == 1 and report["counts"]["corrections"] == 1
     assert len(report["pending"]) == 1
     assert report["conflict"] and "is already stored with different content" in report["conflict"]

@@ -423,14 +423,15 @@ V1_ROWS = [
 def test_a_version_1_database_is_migrated_keeping_its_data(backend_url: str) -> None:
     run_sql(backend_url, *V1_DDL, *V1_ROWS)
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from == 1 and db.schema_version == SCHEMA_VERSION == 4
+        assert db.migrated_from == 1 and db.schema_version == SCHEMA_VERSION == 5
         (old,) = db.detections()
         assert old["detection_id"] == "old-1" and old["slice_probabilities"] == [0.2, None, 0.9]
         assert old["model_version"] == "0.0.9" and old["patient_pseudonym"] == "anon-old"
         (corr,) = db.corrections()
         assert corr["slice_labels"] == [0, None, 1] and corr["sent_utc"] is None and corr["picked_by"] is None
+        assert corr["segment_labels"] is None and old["segment_probabilities"] is None
         history = db.rows("schema_history")
-        assert [h["version"] for h in history] == [1, 2, 3, 4]
+        assert [h["version"] for h in history] == [1, 2, 3, 4, 5]
         assert history[1]["description"].startswith("migrated from 1")
         # the new parts work, and the old data take part in the usual rules
         db.record_training_run(training_run("r-0001"))
@@ -443,22 +444,22 @@ def test_a_version_1_database_is_migrated_keeping_its_data(backend_url: str) -> 
         key = bytes.fromhex("ab" * 32)  # the stored key is kept
         assert db.pseudonym("X") == "anon-" + hmac.new(key, b"X", hashlib.sha256).hexdigest()[:24]
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from is None and db.schema_version == 4
-        assert db.counts() == {"schema_history": 4, "studies": 2, "models": 1, "detections": 1, "corrections": 2,
+        assert db.migrated_from is None and db.schema_version == 5
+        assert db.counts() == {"schema_history": 5, "studies": 2, "models": 1, "detections": 1, "corrections": 2,
                                "training_runs": 1, "pacs_exports": 0}
 
 
 def test_a_database_from_a_newer_version_is_refused_and_left_alone(backend_url: str) -> None:
     with ResultsDB(backend_url) as db:
         fill(db)
-    run_sql(backend_url, "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+    run_sql(backend_url, "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
             "CREATE TABLE future_things (id INTEGER PRIMARY KEY)")
-    with pytest.raises(SchemaVersionError, match=r"schema version 5, written by a newer version of ST-RAN Scar; "
-                                                 r"this version reads schema versions 1 to 4"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 6, written by a newer version of ST-RAN Scar; "
+                                                 r"this version reads schema versions 1 to 5"):
         ResultsDB(backend_url)
     engine = create_engine(database_url(backend_url))
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "5"
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar_one() == "6"
         assert conn.execute(text("SELECT COUNT(*) FROM detections")).scalar_one() == 2
     engine.dispose()
 

@@ -379,9 +379,9 @@ def test_a_version_3_database_is_migrated_keeping_its_data(backend_url: str, tmp
     run_sql(backend_url, *V3_DATABASE)
     before = _raw_rows(backend_url)
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from == 3 and db.schema_version == SCHEMA_VERSION == 4
+        assert db.migrated_from == 3 and db.schema_version == SCHEMA_VERSION == 5
         history = db.rows("schema_history")
-        assert [h["version"] for h in history] == [1, 2, 3, 4]
+        assert [h["version"] for h in history] == [1, 2, 3, 4, 5]
         assert history[3]["description"] == "migrated from 3: add pacs_exports" and TIMESTAMP.match(history[3]["applied_utc"])
         assert db.pacs_exports() == []
         (old,) = db.detections()
@@ -401,12 +401,14 @@ def test_a_version_3_database_is_migrated_keeping_its_data(backend_url: str, tmp
                                                 status="failed"))
         paths = db.export_csv(tmp_path / "csv")
     after = _raw_rows(backend_url)
-    assert after["meta"] == [r if r[0] != "schema_version" else ("schema_version", "4") for r in before["meta"]]
-    assert {t: after[t] for t in OLD_TABLES[1:]} == {t: before[t] for t in OLD_TABLES[1:]}  # every old row as it was
+    assert after["meta"] == [r if r[0] != "schema_version" else ("schema_version", "5") for r in before["meta"]]
+    # every old row as it was, with NULL in the columns v5 adds at the end of detections and corrections
+    added = {"detections": (None,), "corrections": (None,)}
+    assert {t: after[t] for t in OLD_TABLES[1:]} == {t: [r + added.get(t, ()) for r in before[t]] for t in OLD_TABLES[1:]}
     assert (tmp_path / "csv" / "pacs_exports.csv") in paths
     with ResultsDB(backend_url) as db:
-        assert db.migrated_from is None and db.schema_version == 4
-        assert db.counts() == {"schema_history": 4, "studies": 1, "models": 1, "detections": 1, "corrections": 2,
+        assert db.migrated_from is None and db.schema_version == 5
+        assert db.counts() == {"schema_history": 5, "studies": 1, "models": 1, "detections": 1, "corrections": 2,
                                "training_runs": 1, "pacs_exports": 1}
 
 
@@ -465,4 +467,4 @@ def test_csv_export_has_the_pacs_exports_file(backend_url: str, tmp_path: Path) 
     assert by_id["e-0002"]["map_sop_uid"] == by_id["e-0002"]["map_kind"] == ""  # NULL: no map
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"]["pacs_exports"] == 2 and "pacs_exports.csv" in manifest["files"]
-    assert manifest["schema_version"] == 4
+    assert manifest["schema_version"] == SCHEMA_VERSION == 5

@@ -40,7 +40,7 @@ from stran.io.zip_import import (
 )
 
 if TYPE_CHECKING:
-    from main import STRANScarApp
+    from lib.contracts import ServerApp
 
 logger = logging.getLogger(__name__)
 ROUTE_NAME = "stran_dicom_import"
@@ -53,7 +53,7 @@ def _status(exc: ZipImportError) -> int:
     return next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 422)
 
 
-def import_dicom_zip(app: STRANScarApp, upload: Any, filename: str, *, image: str | None = None,
+def import_dicom_zip(app: ServerApp, upload: Any, filename: str, *, image: str | None = None,
                      overwrite: bool = False, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Import the zipped study in the binary stream ``upload``; returns the answer JSON or raises HTTPException."""
     store = app.datastore()
@@ -103,7 +103,7 @@ def import_dicom_zip(app: STRANScarApp, upload: Any, filename: str, *, image: st
     return answer
 
 
-def install_dicom_import_route(app: STRANScarApp) -> None:
+def install_dicom_import_route(app: ServerApp) -> None:
     """Put ``PUT /datastore/dicom`` into MONAI Label's running FastAPI application (again after ``/reload``)."""
     from monailabel.app import app as api
 

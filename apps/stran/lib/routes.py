@@ -26,14 +26,14 @@ from monailabel.endpoints.train import run_model
 from monailabel.endpoints.user.auth import RBAC, User
 
 if TYPE_CHECKING:
-    from main import STRANScarApp
+    from lib.contracts import ServerApp
 
 ROUTE_NAME = "stran_validated_train"
 INFER_ROUTE_NAME = "stran_validated_infer"
 INFER_OPTIONS = {"mc_samples", "with_attention", "client_id"}
 
 
-def install_validated_training_route(app: STRANScarApp) -> None:
+def install_validated_training_route(app: ServerApp) -> None:
     from monailabel.app import app as api  # the running FastAPI application
 
     async def validated_train(
@@ -75,7 +75,7 @@ def infer_options(params: str) -> dict[str, Any]:
     return options
 
 
-def install_validated_infer_route(app: STRANScarApp) -> None:
+def install_validated_infer_route(app: ServerApp) -> None:
     """``POST /infer/{model}`` with ``params`` checked by ``infer_options`` before MONAI Label's handler runs."""
     from monailabel.app import app as api
 

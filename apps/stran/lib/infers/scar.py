@@ -24,13 +24,13 @@ from stran.io import CineLoadError, load_study, write_map
 from stran.pacs.client import PacsClient, PacsError
 
 if TYPE_CHECKING:
-    from lib.configs.scar import ScarConfig
+    from lib.contracts import DetectorConfig
 
 logger = logging.getLogger(__name__)
 
 
 class ScarInfer(InferTask):
-    def __init__(self, config: ScarConfig) -> None:
+    def __init__(self, config: DetectorConfig) -> None:
         super().__init__(
             type=InferType.CLASSIFICATION,
             labels={"no scar": 0, "scar": 1},

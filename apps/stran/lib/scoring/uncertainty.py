@@ -16,7 +16,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from stran.io import CineLoadError, load_study
 
 if TYPE_CHECKING:
-    from lib.configs.scar import ScarConfig
+    from lib.contracts import DetectorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ SCORES = ("entropy", "mutual_information", "std")
 
 
 class ScarUncertaintyScoring(ScoringMethod):
-    def __init__(self, config: ScarConfig, *, min_samples: int = 8) -> None:
+    def __init__(self, config: DetectorConfig, *, min_samples: int = 8) -> None:
         super().__init__(f"MC-dropout uncertainty of unlabelled studies ({config.name})")
         self.scar_config = config
         self.min_samples = min_samples

@@ -34,7 +34,7 @@ from stran.models import available_models, load_checkpoint
 from stran.models.registry import stored_config
 
 if TYPE_CHECKING:
-    from lib.configs.scar import ScarConfig
+    from lib.contracts import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _finite(value: Any) -> Any:
 
 
 class ScarTrainer(TrainTask):
-    def __init__(self, config: ScarConfig) -> None:
+    def __init__(self, config: TrainerConfig) -> None:
         super().__init__(f"Train {config.network_name} on the reviewer labels (.scar.json) of the datastore")
         self.scar_config = config
         self.stats_path = Path(config.model_dir) / f"{config.name}.train_stats.json"
