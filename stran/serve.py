@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -87,4 +88,9 @@ def run(args: argparse.Namespace) -> int:
     cmd, env = server_command(studies, args.host, args.port, conf)
     env.update(env_extra)
     print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
-    return subprocess.call(cmd, cwd=REPO, env=env)
+    server = subprocess.Popen(cmd, cwd=REPO, env=env)
+    # Ctrl+C reaches both processes; a SIGTERM or SIGHUP sent to this one alone is passed on, so that stopping
+    # `stran serve` (a service manager, `kill`) never leaves the server running without it.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: server.send_signal(signum))
+    return server.wait()

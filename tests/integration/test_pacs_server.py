@@ -70,3 +70,40 @@ def test_server_serves_pacs_studies_and_stores_results_back(orthanc_auth, tmp_pa
     assert PASSWORD not in server.log()
     for path in (tmp_path / "cache").rglob("*"):
         assert path.is_dir() or PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_stopping_stran_serve_stops_its_server(pacs, tmp_path) -> None:
+    """``stran serve --dicomweb`` started by a service manager and stopped with SIGTERM leaves no server behind."""
+    import os
+    import signal
+    import subprocess
+
+    port = sf.free_port()
+    stran = Path(sys.executable).with_name("stran")
+    serve = subprocess.Popen([str(stran), "serve", "--dicomweb", pacs.dicomweb_url, "--studies", str(tmp_path / "c"),
+                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/info/", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("stran serve did not answer")
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/info/", timeout=2)
+            except requests.RequestException:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the MONAI Label server still answers after stran serve was stopped")
+    finally:
+        if serve.poll() is None:
+            serve.kill()
