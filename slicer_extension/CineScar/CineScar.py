@@ -36,7 +36,7 @@ except ImportError:  # Slicer < 5.4
     def _(text):
         return text
 
-from CineScarLib import dicom_study, mrml
+from CineScarLib import dicom_study, mrml, segments
 from CineScarLib.client import Cancelled, MonaiLabelError, is_offline
 from CineScarLib.jobs import Job
 from CineScarLib.session import ScarSession
@@ -45,6 +45,7 @@ SETTINGS_PREFIX = "CineScar/"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 SQLALCHEMY_REQUIREMENT = "SQLAlchemy>=2.0,<3"
 POLL_INTERVAL_MS = 150
+BULLSEYE_SIZE = 200  # pixels
 
 
 def defaultDatabasePath():
@@ -132,6 +133,9 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOverlayChanged)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onOverlayChanged)
         self.ui.scoreTableView.connect("clicked(QModelIndex)", self.onTableClicked)
+        self.ui.bullseyeLabel.setFixedSize(BULLSEYE_SIZE, BULLSEYE_SIZE)
+        self._bullseyeClicks = _ClickFilter(self.onBullseyeClicked)
+        self.ui.bullseyeLabel.installEventFilter(self._bullseyeClicks)
         self.ui.showChartButton.connect("clicked(bool)", self.onShowChart)
         self.ui.copyPredictionButton.connect("clicked(bool)", self.onCopyPrediction)
         self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
@@ -382,6 +386,7 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.playWidget.setMRMLSequenceBrowserNode(nodes.browser)
         self.ui.seekWidget.setMRMLSequenceBrowserNode(nodes.browser)
         self.ui.scoreTableView.setMRMLTableNode(nodes.table)
+        self.updateBullseye()
         self.ui.studyLabelComboBox.currentIndex = 0
         self.ui.commentLineEdit.text = ""
         if detection.export_error:
@@ -396,6 +401,24 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTableClicked(self, index):
         with slicer.util.tryWithErrorDisplay(_("Cannot show the slice.")):
             self.logic.jumpToSlice(index.row())
+
+    def onBullseyeClicked(self, x, y):
+        """A click on the bullseye: select the segment's slice in the table and cycle its label."""
+        with slicer.util.tryWithErrorDisplay(_("Cannot select the segment.")):
+            answer = self.logic.clickBullseye(x, y, BULLSEYE_SIZE)
+            if answer is not None and answer[1] is not None:
+                self.ui.scoreTableView.selectRow(answer[1])
+            self.updateBullseye()
+
+    def updateBullseye(self):
+        png = self.logic.bullseyePng(BULLSEYE_SIZE)
+        if png is None:
+            self.ui.bullseyeLabel.clear()
+            self.ui.bullseyeLabel.text = "-"
+            return
+        pixmap = qt.QPixmap()
+        pixmap.loadFromData(qt.QByteArray(png))
+        self.ui.bullseyeLabel.setPixmap(pixmap)
 
     def onShowChart(self, _checked=False):
         with slicer.util.tryWithErrorDisplay(_("Cannot show the chart.")):
@@ -538,6 +561,19 @@ class CineScarWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
+def _ClickFilter(callback):
+    """A Qt event filter calling ``callback(x, y)`` on a left click (built on first use: the class needs Qt)."""
+
+    class ClickFilter(qt.QObject):
+        def eventFilter(self, _watched, event):
+            if event.type() == qt.QEvent.MouseButtonPress and event.button() == qt.Qt.LeftButton:
+                callback(event.pos().x(), event.pos().y())
+                return True
+            return False
+
+    return ClickFilter()
+
+
 class CineScarLogic(ScriptedLoadableModuleLogic):
     """GUI-free. Methods marked (worker) may run in a worker thread: they touch neither Qt nor MRML."""
 
@@ -547,6 +583,7 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
         self.detection = None
         self.nodes = None
         self.trainingRun = None
+        self.bullseye = None  # CineScarLib.segments.BullseyeState of the shown detection
         self.databaseLocation = None
         self.databaseEnabled = False
         self.autoExport = False
@@ -731,6 +768,7 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
             threshold=self.threshold,
         )
         background, foreground = self.nodes.cineProxy, self.nodes.attentionProxy
+        self.bullseye = segments.BullseyeState.from_result(detection.result, ijk_to_ras=self._ijkToRas(background))
         mrml.showInSliceViews(background, foreground, self.opacity)
         if background is not None:
             mrml.alignSliceViewToVolume(background, "Red")
@@ -740,9 +778,47 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
             slicer.modules.sequences.setToolBarActiveBrowserNode(self.nodes.browser)
         return self.nodes
 
+    @staticmethod
+    def _ijkToRas(volumeNode):
+        """The volume's IJKToRAS matrix as a numpy array (None without a volume): it gives the base-apex order."""
+        if volumeNode is None:
+            return None
+        import vtk
+
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        return slicer.util.arrayFromVTKMatrix(matrix)
+
     def forgetNodes(self):
         self.nodes = None
         self.detection = None
+        self.bullseye = None
+
+    def selectSegment(self, segment):
+        """Select an AHA segment and show the slice for it (CineScarLib.segments rule); returns that slice."""
+        if self.bullseye is None:
+            raise RuntimeError("No result yet: run a detection first.")
+        self.bullseye.selected = int(segment)
+        row = self.bullseye.slice_of_segment(segment)
+        if row is not None:
+            self.jumpToSlice(row)
+        return row
+
+    def clickBullseye(self, x, y, size):
+        """A click at pixel (x, y) of the drawn bullseye: select the segment there, show its slice and cycle its
+        label (not assessed -> scar -> no scar -> not assessed). Returns (segment, slice), None off the disc."""
+        if self.bullseye is None:
+            return None
+        segment = self.bullseye.segment_at_pixel(x + 0.5, y + 0.5, size)
+        if segment is None:
+            return None
+        row = self.selectSegment(segment)
+        self.bullseye.cycle(segment)
+        return segment, row
+
+    def bullseyePng(self, size):
+        """The bullseye of the shown detection as PNG bytes, or None before a detection."""
+        return None if self.bullseye is None else segments.png_bytes(self.bullseye.render(size))
 
     def setOverlay(self, opacity, threshold):
         self.opacity, self.threshold = float(opacity), float(threshold)
@@ -774,9 +850,13 @@ class CineScarLogic(ScriptedLoadableModuleLogic):
         if self.detection is None or self.nodes is None:
             raise RuntimeError("No result yet: run a detection first.")
         sliceLabels = mrml.readReviewerLabels(self.nodes.table)
+        segmentLabels = None
+        if self.bullseye is not None:
+            self.bullseye.check(int(studyLabel))
+            segmentLabels = self.bullseye.segment_labels()
         return self.requireSession().make_correction(self.detection, study_label=int(studyLabel),
                                                      slice_labels=sliceLabels, reviewer=reviewer, source=source,
-                                                     comment=comment)
+                                                     comment=comment, segment_labels=segmentLabels)
 
     # ---------------------------------------------------------------- results database (GUI thread)
 

@@ -94,6 +94,10 @@ SECTIONS = (
                                         props={"minimum": 0.0, "maximum": 1.0, "singleStep": 0.05, "value": 0.2}),)),
         Row("", (W("qMRMLTableView", "scoreTableView", props={"minimumHeight": 160},
                    tip="Click a row to show that slice; type scar / no scar in the Reviewer label column"),)),
+        Row("AHA segments:", (W("QLabel", "bullseyeLabel", "-",
+                                tip="Scar probability per AHA segment (yellow low, red high). Click a segment: the "
+                                    "cine shows its slice, and the segment's label cycles: scar (black dot), "
+                                    "no scar (white dot), not assessed"),)),
         Row("", (W("QPushButton", "showChartButton", "Show bar chart", props={"enabled": False}),)),
     )),
     Section("reviewCollapsibleButton", "Review", (

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from stran.atomic import atomic_path
+from stran.lifetime import exit_with_parent
 from stran.transforms.preprocess import PreprocessConfig
 
 CACHE_VERSION = 3
@@ -109,7 +110,8 @@ def build_cache(
     if todo:
         desc = f"preprocessing {len(todo)} studies"
         if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            # Workers end with their parent: a training stopped or killed mid-way leaves no worker waiting forever.
+            with ProcessPoolExecutor(workers, initializer=exit_with_parent, initargs=(None, 0.5, os.getpid())) as pool:
                 list(tqdm(pool.map(_build_one, todo, chunksize=4), total=len(todo), desc=desc, disable=not progress))
         else:
             for t in tqdm(todo, desc=desc, disable=not progress):

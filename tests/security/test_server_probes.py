@@ -298,7 +298,20 @@ def test_detection_without_uncertainty_imports_into_the_results_database(env, tm
 # ----------------------------------------------------------------------------- faults
 
 
+def _training_processes() -> set[int]:
+    """PIDs of MONAI Label training processes (and of the workers they fork, which share their command line)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"monailabel.interfaces.utils.app" in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_killed_server_leaves_no_orphan_trainer_and_one_training_at_a_time(tmp_path, env):
+    before = _training_processes()
     store = sf.make_datastore(env["cohort"], tmp_path / "datastore")
     server = sf.start_server(store, tmp_path, conf={"mc_samples": "0"})
     try:
@@ -335,6 +348,11 @@ def test_a_killed_server_leaves_no_orphan_trainer_and_one_training_at_a_time(tmp
         requests.delete(f"{again.url}/train/", timeout=60)
     finally:
         again.stop()
+    # Neither training, nor a preprocessing worker it forked, outlives its server.
+    deadline = time.monotonic() + 20
+    while _training_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _training_processes() - before, "a training process outlived its server"
 
 
 def _alive(pid: int) -> bool:

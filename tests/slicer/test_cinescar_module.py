@@ -1,6 +1,7 @@
 """The extension as files: CineScar.py compiles, the .ui matches the code and its generator, CMake lists every
-file, no symbolic link is left in the tree, CineScarLib.resultsdb is stran/resultsdb both from a checkout (loaded
-in place) and in the built extension (the copy CineScar/CMakeLists.txt makes, the same files byte for byte),
+file, no symbolic link is left in the tree, CineScarLib.resultsdb is stran/resultsdb and CineScarLib.aha is
+stran/report/aha.py, both from a checkout (loaded in place) and in the built extension (the copies
+CineScar/CMakeLists.txt makes, the same files byte for byte),
 CineScarLib imports with Slicer's packages only (and in the server venv), and CineScarLogic / the self-test run on
 slicer-core with the Qt-only base classes stubbed.
 
@@ -32,6 +33,7 @@ EXT = REPO / "slicer_extension"
 MODULE_DIR = EXT / "CineScar"
 LIB = MODULE_DIR / "CineScarLib"
 RESULTSDB = REPO / "stran" / "resultsdb"
+AHA = REPO / "stran" / "report" / "aha.py"
 sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(EXT / "tools"))
 
@@ -49,12 +51,13 @@ def cmake_resultsdb_files() -> list[str]:
 
 
 def copy_like_cmake(modules_dir: Path) -> Path:
-    """The module as the build lays it out: CineScar.py, CineScarLib/*.py and, copied from stran/resultsdb, the
-    files CMake lists, as CineScarLib/resultsdb (returns that folder)."""
+    """The module as the build lays it out: CineScar.py, CineScarLib/*.py, stran/report/aha.py as CineScarLib/aha.py
+    and, copied from stran/resultsdb, the files CMake lists, as CineScarLib/resultsdb (returns that folder)."""
     (modules_dir / "CineScarLib").mkdir(parents=True)
     shutil.copy2(MODULE_DIR / "CineScar.py", modules_dir)
     for path in lib_files():
         shutil.copy2(path, modules_dir / "CineScarLib")
+    shutil.copy2(AHA, modules_dir / "CineScarLib" / "aha.py")
     copy = modules_dir / "CineScarLib" / "resultsdb"
     copy.mkdir()
     for name in cmake_resultsdb_files():
@@ -63,7 +66,7 @@ def copy_like_cmake(modules_dir: Path) -> Path:
 
 
 def test_module_files_compile_for_slicer_python() -> None:
-    for path in [MODULE_DIR / "CineScar.py", *lib_files(), *sorted(RESULTSDB.glob("*.py"))]:
+    for path in [MODULE_DIR / "CineScar.py", *lib_files(), *sorted(RESULTSDB.glob("*.py")), AHA]:
         py_compile.compile(str(path), doraise=True)
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))  # Slicer 5.10+ has Python 3.12
 
@@ -111,6 +114,8 @@ def test_no_symbolic_links_in_the_tree() -> None:
     assert links == []
     assert not (LIB / "resultsdb").exists(), (
         "CineScarLib/resultsdb must not exist in the source tree (it would shadow stran/resultsdb): delete it")
+    assert not (LIB / "aha.py").exists(), (
+        "CineScarLib/aha.py must not exist in the source tree (it would shadow stran/report/aha.py): delete it")
 
 
 def test_cmake_copies_exactly_the_resultsdb_sources() -> None:
@@ -121,6 +126,20 @@ def test_cmake_copies_exactly_the_resultsdb_sources() -> None:
     source = re.search(r"set\(RESULTSDB_SOURCE_DIR \$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", cmake)
     assert source and (MODULE_DIR / source.group(1)).resolve() == RESULTSDB.resolve()
     assert "${RESULTSDB_SOURCE_DIR}/${_resultsdb_file}" in cmake and "COPYONLY" in cmake
+
+
+def test_cmake_copies_the_aha_module_and_the_hook_table_matches() -> None:
+    """stran/report/aha.py is copied as CineScarLib/aha.py; CineScarLib's table of project sources names exactly
+    what CMake copies (resultsdb, a package; aha, a module)."""
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    source = re.search(r"set\(AHA_SOURCE_FILE \$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", cmake)
+    assert source and (MODULE_DIR / source.group(1)).resolve() == AHA.resolve()
+    assert "configure_file(${AHA_SOURCE_FILE} ${_aha_copy} COPYONLY)" in cmake
+    assert "set(_aha_copy ${CMAKE_CURRENT_BINARY_DIR}/${MODULE_NAME}Lib/aha.py)" in cmake
+    import CineScarLib
+
+    table = {name: (source, package) for name, (source, package, _copy) in CineScarLib.FROM_PROJECT.items()}
+    assert table == {"CineScarLib.resultsdb": (RESULTSDB, True), "CineScarLib.aha": (AHA, False)}
 
 
 CMAKE_HARNESS = """
@@ -164,7 +183,9 @@ def test_cmake_build_lays_out_resultsdb_from_stran(tmp_path: Path) -> None:
     assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in RESULTSDB.glob("*.py"))
     for path in RESULTSDB.glob("*.py"):
         assert (copy / path.name).read_bytes() == path.read_bytes(), path.name
-    assert sorted(p.name for p in (built / "CineScarLib").glob("*.py")) == [p.name for p in lib_files()]
+    assert sorted(p.name for p in (built / "CineScarLib").glob("*.py")) == sorted(
+        [p.name for p in lib_files()] + ["aha.py"])
+    assert (built / "CineScarLib" / "aha.py").read_bytes() == AHA.read_bytes()
     assert (built / "CineScar.py").is_file() and (built / "Resources" / "UI" / "CineScar.ui").is_file()
 
 
@@ -176,28 +197,37 @@ def test_resultsdb_copy_is_the_source_and_imports_as_module_lib(tmp_path: Path) 
     assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in RESULTSDB.glob("*.py"))
     for path in RESULTSDB.glob("*.py"):
         assert (copy / path.name).read_bytes() == path.read_bytes(), path.name
+    assert (copy.parent / "aha.py").read_bytes() == AHA.read_bytes()
     script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import CineScarLib.resultsdb as r; "
-              "from CineScarLib.resultsdb import ResultsDB, export_command; "
-              "print(json.dumps({'file': r.__file__, 'stran': 'stran' in sys.modules, "
-              "'hooks': [type(f).__name__ for f in sys.meta_path if getattr(f, 'cinescar_resultsdb_finder', 0)]}))")
+              "from CineScarLib.resultsdb import ResultsDB, export_command; import CineScarLib.aha as a; "
+              "from CineScarLib.segments import BullseyeState; "
+              "print(json.dumps({'file': r.__file__, 'aha': a.__file__, 'stran': 'stran' in sys.modules, "
+              "'hooks': [type(f).__name__ for f in sys.meta_path if getattr(f, 'cinescar_source_finder', 0)]}))")
     done = subprocess.run([sys.executable, "-I", "-c", script, str(modules)], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report == {"file": str(copy / "__init__.py"), "stran": False, "hooks": []}
+    assert report == {"file": str(copy / "__init__.py"), "aha": str(copy.parent / "aha.py"), "stran": False,
+                      "hooks": ["_FromSourceTree"]}  # installed, but it leaves built copies to Python's finders
 
 
 def test_missing_resultsdb_is_a_clear_import_error(tmp_path: Path) -> None:
     """Neither a copied CineScarLib/resultsdb nor a checkout's stran/resultsdb: the import says what to do."""
     modules = tmp_path / "modules"
     shutil.rmtree(copy_like_cmake(modules))
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); import CineScarLib.client\n"
-              "try:\n    import CineScarLib.resultsdb\nexcept ImportError as exc:\n    print(type(exc).__name__, exc)")
-    done = subprocess.run([sys.executable, "-I", "-c", script, str(modules)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("ModuleNotFoundError CineScarLib.resultsdb is missing")
-    assert "build the extension with CMake" in done.stdout
+    for missing, module, words in (
+        (None, "resultsdb", ("ModuleNotFoundError CineScarLib.resultsdb is missing", "build the extension with CMake")),
+        ("aha.py", "segments", ("ModuleNotFoundError CineScarLib.aha is missing",
+                                "copies stran/report/aha.py into CineScarLib")),
+    ):
+        if missing:
+            (modules / "CineScarLib" / missing).unlink()
+        script = ("import sys; sys.path.insert(0, sys.argv[1]); import CineScarLib.client\n"
+                  f"try:\n    import CineScarLib.{module}\nexcept ImportError as exc:\n    print(type(exc).__name__, exc)")
+        done = subprocess.run([sys.executable, "-I", "-c", script, str(modules)], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.startswith(words[0]) and words[1] in done.stdout, done.stdout
 
 
 ISOLATED = textwrap.dedent(
@@ -206,12 +236,14 @@ ISOLATED = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])             # what Slicer does for a module folder
     before = set(sys.modules)
     import CineScarLib.client, CineScarLib.dicom_study, CineScarLib.jobs, CineScarLib.nifti, CineScarLib.session
+    import CineScarLib.segments
     light = sorted({n.split(".")[0] for n in set(sys.modules) - before})
     from CineScarLib.resultsdb import ResultsDB, new_id
     with ResultsDB(sys.argv[2]) as db:
         db.counts()
     print(json.dumps({"light": light, "numpy": __import__("numpy").__version__,
-                      "stran": "stran" in sys.modules, "resultsdb": CineScarLib.resultsdb.__file__}))
+                      "stran": "stran" in sys.modules, "resultsdb": CineScarLib.resultsdb.__file__,
+                      "aha": CineScarLib.aha.__file__}))
     """
 )
 
@@ -237,6 +269,7 @@ def test_lib_imports_in_isolation(tmp_path: Path, venv: str) -> None:
     assert not report["stran"]
     # from a checkout, CineScarLib.resultsdb is stran/resultsdb itself, loaded in place under the module's name
     assert report["resultsdb"] == str(RESULTSDB / "__init__.py")
+    assert report["aha"] == str(AHA)
 
 
 # ----------------------------------------------------------------------------- CineScar.py on slicer-core
@@ -306,13 +339,23 @@ def test_logic_on_slicer_core(cinescar_module, scene, tmp_path) -> None:
     logic.setOverlay(0.7, 0.3)
     assert nodes.attentionProxy.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.3)
     assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+    # the bullseye: the cine's slice axis points away from the apex, so slice 0 is the most apical (3 LV slices:
+    # 2 basal, 1 mid, 0 apical); a click at the top of the disc is segment 1, shown on slice 2, labelled scar
+    assert logic.bullseye is not None and not logic.bullseye.apex_last
+    assert logic.bullseyePng(120)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert logic.clickBullseye(60, 3, 120) == (1, 2)
+    assert logic.bullseye.correction(1) == 1 and logic.bullseye.selected == 1
+    assert logic.selectSegment(17) == 0 and logic.selectSegment(8) == 1 and logic.clickBullseye(0, 0, 120) is None
 
     with pytest.raises(RuntimeError, match="Check connection"):
         logic.makeCorrection(1, reviewer="me")
     logic.setServer("http://127.0.0.1:9")
     logic.copyPredictedLabels()
+    with pytest.raises(ValueError, match="labelled 'no scar' but AHA segment.s. 1 "):
+        logic.makeCorrection(0, reviewer="me")
     correction = logic.makeCorrection(1, reviewer="me", source="LGE", comment="c")
     assert correction.slice_labels == [0, 1, 0] and correction.study_uid == "1.2.9"
+    assert correction.segment_labels == [1] + [None] * 16 and correction.label()["segment_labels"][0] == 1
     assert correction.detection_id == "e" * 32 and correction.image_id == "case_9"
 
     # the results database: nothing without a location; SQLAlchemy installed only after a yes

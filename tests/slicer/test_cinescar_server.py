@@ -211,6 +211,42 @@ def test_submit_corrections_and_next_study(env) -> None:
     assert [s.labeled for s in ranked] == sorted(s.labeled for s in ranked)
 
 
+def test_correction_with_segment_labels_is_stored(env) -> None:
+    """A correction made in the bullseye (CineScarLib.segments) reaches the server's datastore with its 17 AHA
+    segment labels, and the results database keeps them; a 'no scar' study with a scar segment is refused first."""
+    from CineScarLib.segments import BullseyeState, SegmentReviewError
+
+    session = session_for(env)
+    image_id = sorted(s.image_id for s in session.list_studies())[0]
+    detection = session.detect(image_id, fetch_cine=False, with_attention=False, mc_samples=0)
+    bullseye = BullseyeState.from_result(detection.result)
+    for k in (1, 7, 7, 17, 17, 17):  # 1 -> scar; 7 -> scar -> no scar; 17 -> scar -> no scar -> not assessed
+        bullseye.cycle(k)
+    expected = [1, None, None, None, None, None, 0] + [None] * 10
+    assert bullseye.segment_labels() == expected
+    with pytest.raises(SegmentReviewError, match="segment.s. 1 .basal anterior"):
+        bullseye.check(0)
+    refused = session.make_correction(detection, study_label=0, slice_labels=[None] * detection.n_slices,
+                                      reviewer="dr. Test", segment_labels=bullseye.segment_labels())
+    with pytest.raises(ValueError, match="cannot have an AHA segment labelled scar"):
+        session.submit_correction(refused, n_slices=detection.n_slices)
+    bullseye.check(1)
+    correction = session.make_correction(detection, study_label=1, slice_labels=[None] * detection.n_slices,
+                                         reviewer="dr. Segments", source="LGE",
+                                         segment_labels=bullseye.segment_labels())
+    outcome = session.submit_correction(correction, n_slices=detection.n_slices)
+    assert outcome.status == "sent", outcome.message
+    info = session.client.datastore()["objects"][image_id]["labels"]["final"]["info"]
+    assert info["correction_id"] == correction.correction_id
+    assert info["scar_label"]["segment_labels"] == expected and info["scar_label"]["reviewer"] == "dr. Segments"
+    stored = requests.get(f"{env.server.url}/datastore/label", params={"label": image_id, "tag": "final"}, timeout=30)
+    assert stored.status_code == 200, stored.text[:500]
+    assert stored.json()["segment_labels"] == expected
+    rows = {r["correction_id"]: r for r in session.db.corrections()}
+    assert rows[correction.correction_id]["segment_labels"] == expected
+    assert Correction.from_record(rows[correction.correction_id]).segment_labels == expected
+
+
 def test_cine_from_slicer_is_uploaded_and_detected(env) -> None:
     """The "Cine loaded in Slicer" path: a cine whose slice axis points the other way is normalised, uploaded, detected."""
     session = session_for(env)

@@ -1,18 +1,20 @@
 """CineScar's non-GUI library: NIfTI IO, the MONAI Label client, the review workflow and MRML building.
 
-``nifti``, ``client``, ``jobs`` and ``session`` need only the standard library,
-numpy and requests (they also run outside Slicer, e.g. in ``stran demo``);
-``mrml`` needs ``slicer`` (Slicer, or the slicer-core wheel); ``resultsdb`` needs
-SQLAlchemy. Nothing is imported here, so importing the package costs nothing and needs nothing.
+``nifti``, ``client``, ``jobs``, ``session`` and ``segments`` need only the standard library, numpy and requests
+(they also run outside Slicer, e.g. in ``stran demo``); ``mrml`` needs ``slicer`` (Slicer, or the slicer-core
+wheel); ``resultsdb`` needs SQLAlchemy. Nothing is imported here, so importing the package costs nothing and
+needs nothing.
 
-``CineScarLib.resultsdb`` is the project's ``stran/resultsdb`` (one implementation of the
-results database for the command line and the module; it uses relative imports only):
+Two parts of CineScarLib have one source in the project's ``stran`` package (one implementation for the command
+line and the module; each uses relative imports only, or none) -- the table ``FROM_PROJECT`` below:
 
-- in the built or installed extension it is a real subfolder, ``CineScarLib/resultsdb/``,
-  copied from ``stran/resultsdb`` by ``CineScar/CMakeLists.txt``; Python finds it as usual;
-- in a checkout of the repository (the module folder added to Slicer's module paths) there is
-  no such folder: the finder below loads ``<repository>/stran/resultsdb`` under the name
-  ``CineScarLib.resultsdb``, on first import, not before.
+- ``CineScarLib.resultsdb`` is ``stran/resultsdb`` (a package: the results database);
+- ``CineScarLib.aha`` is ``stran/report/aha.py`` (a module: the AHA 17-segment bullseye geometry).
+
+In the built or installed extension they are real files, ``CineScarLib/resultsdb/`` and ``CineScarLib/aha.py``,
+copied from ``stran`` by ``CineScar/CMakeLists.txt``; Python finds them as usual. In a checkout of the repository
+(the module folder added to Slicer's module paths) they do not exist: the finder below loads the ``stran`` file or
+folder in place under the ``CineScarLib`` name, on first import, not before.
 """
 
 import sys
@@ -21,37 +23,51 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-_RESULTSDB = __name__ + ".resultsdb"
 _HERE = Path(__file__).resolve().parent
-# <repository>/slicer_extension/CineScar/CineScarLib/__init__.py -> <repository>/stran/resultsdb
-_SOURCE_RESULTSDB = _HERE.parent.parent.parent / "stran" / "resultsdb"
+# <repository>/slicer_extension/CineScar/CineScarLib/__init__.py -> <repository>
+_REPOSITORY = _HERE.parent.parent.parent
+
+#: CineScarLib name -> (its source in a checkout, whether it is a package, its file or folder in the built extension)
+FROM_PROJECT = {
+    __name__ + ".resultsdb": (_REPOSITORY / "stran" / "resultsdb", True, _HERE / "resultsdb"),
+    __name__ + ".aha": (_REPOSITORY / "stran" / "report" / "aha.py", False, _HERE / "aha.py"),
+}
 
 
-class _ResultsDBFromSourceTree:
-    """Import hook for ``CineScarLib.resultsdb`` only, consulted after Python's own finders."""
+def _built(name: str) -> bool:
+    _source, package, copy = FROM_PROJECT[name]
+    return (copy / "__init__.py").is_file() if package else copy.is_file()
 
-    cinescar_resultsdb_finder = True  # marks instances, so that a reloaded package replaces its hook
 
-    def __init__(self, source: Path) -> None:
-        self.source = source
+class _FromSourceTree:
+    """Import hook for the names of ``FROM_PROJECT`` only, consulted after Python's own finders."""
+
+    cinescar_source_finder = True  # marks instances, so that a reloaded package replaces its hook
+
+    def __init__(self, table: dict) -> None:
+        self.table = dict(table)
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != _RESULTSDB:
+        if fullname not in self.table or _built(fullname):  # a built copy: Python's own finders take it
             return None
-        init = self.source / "__init__.py"
-        if not init.is_file():
+        source, package, copy = self.table[fullname]
+        origin = source / "__init__.py" if package else source
+        if not origin.is_file():
+            what = "stran/" + source.relative_to(_REPOSITORY / "stran").as_posix()
             raise ModuleNotFoundError(
-                f"{_RESULTSDB} is missing: {_HERE / 'resultsdb'} does not exist (the built extension has it) "
-                f"and neither does {self.source} (a checkout of the repository has it). Run the module from a "
-                "full checkout, or build the extension with CMake, which copies stran/resultsdb into CineScarLib.",
+                f"{fullname} is missing: {copy} does not exist (the built extension has it) "
+                f"and neither does {source} (a checkout of the repository has it). Run the module from a "
+                f"full checkout, or build the extension with CMake, which copies {what} into CineScarLib.",
                 name=fullname,
             )
-        return spec_from_file_location(fullname, init, submodule_search_locations=[str(self.source)])
+        if package:
+            return spec_from_file_location(fullname, origin, submodule_search_locations=[str(source)])
+        return spec_from_file_location(fullname, origin)
 
     def invalidate_caches(self) -> None:
         pass
 
 
-sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "cinescar_resultsdb_finder", False)]
-if not (_HERE / "resultsdb" / "__init__.py").is_file():
-    sys.meta_path.append(_ResultsDBFromSourceTree(_SOURCE_RESULTSDB))
+sys.meta_path[:] = [f for f in sys.meta_path  # also the older, resultsdb-only hook of a reloaded module
+                    if not (getattr(f, "cinescar_source_finder", False) or getattr(f, "cinescar_resultsdb_finder", False))]
+sys.meta_path.append(_FromSourceTree(FROM_PROJECT))

@@ -187,16 +187,20 @@ class Correction:
     correction_id: str = field(default_factory=new_id)
     created_utc: str = field(default_factory=utc_now)
     picked_by: dict | None = None  # the next-study answer that chose this study, when one did
+    segment_labels: list | None = None  # 17 x 0/1/None (AHA order) when the reader corrected segments
 
     def label(self) -> dict:
-        """The label file content, as the server validates it."""
-        return {
+        """The label file content, as the server validates it (``segment_labels`` only when any is set)."""
+        label = {
             "study_label": int(self.study_label),
             "slice_labels": [None if v is None else int(v) for v in self.slice_labels],
             "source": self.source,
             "reviewer": self.reviewer,
             "comment": self.comment or "",
         }
+        if self.segment_labels and any(v is not None for v in self.segment_labels):
+            label["segment_labels"] = [None if v is None else int(v) for v in self.segment_labels]
+        return label
 
     def params(self) -> dict:
         """Label info sent with the file (kept by the datastore next to the label)."""
@@ -224,6 +228,7 @@ class Correction:
             detection_id=row.get("detection_id"),
             correction_id=row["correction_id"],
             created_utc=row.get("created_utc") or utc_now(),
+            segment_labels=list(row["segment_labels"]) if row.get("segment_labels") else None,
         )
 
 
@@ -528,16 +533,19 @@ class ScarSession:
     # ---------------------------------------------------------------- corrections
 
     def make_correction(self, detection: Detection, *, study_label: int, slice_labels: list | None = None,
-                        reviewer: str, source: str = "visual", comment: str = "") -> Correction:
-        """A correction of ``detection`` (slice labels default to the predicted ones); when the study was the last
-        next-study answer, the correction remembers which strategy and model chose it."""
+                        reviewer: str, source: str = "visual", comment: str = "",
+                        segment_labels: list | None = None) -> Correction:
+        """A correction of ``detection`` (slice labels default to the predicted ones; ``segment_labels``, 17 x
+        0/1/None from the bullseye, are sent only when any is set); when the study was the last next-study
+        answer, the correction remembers which strategy and model chose it."""
         labels = detection.predicted_slice_labels() if slice_labels is None else list(slice_labels)
         pick = self.last_pick if self.last_pick and self.last_pick.get("id") == detection.image_id else None
         picked_by = None if pick is None else {k: pick[k] for k in ("strategy", "score_name", "score", "model_sha256")
                                                if k in pick}
         return Correction(image_id=detection.image_id, study_uid=detection.study_uid, study_label=study_label,
                           slice_labels=labels, reviewer=reviewer, source=source, comment=comment,
-                          detection_id=detection.detection_id or None, picked_by=picked_by or None)
+                          detection_id=detection.detection_id or None, picked_by=picked_by or None,
+                          segment_labels=list(segment_labels) if segment_labels else None)
 
     def submit_correction(self, correction: Correction, *, n_slices: int | None = None, progress: Progress = None,
                           cancel: CancelToken | None = None) -> SubmitOutcome:
@@ -813,6 +821,17 @@ def validate_correction(correction: Correction, n_slices: int | None = None) -> 
             problems.append(f"{len(labels)} slice labels given, the study has {n_slices} slices")
         if correction.study_label == 0 and any(v == 1 for v in labels):
             problems.append("a 'no scar' study cannot have a slice labelled scar")
+    segments = correction.segment_labels
+    if segments:
+        if not isinstance(segments, (list, tuple)) or len(segments) != 17:
+            problems.append("AHA segment labels must be 17 entries (segments 1-17 in order)")
+        else:
+            bad = [i + 1 for i, v in enumerate(segments) if v not in (0, 1, None) or isinstance(v, bool)]
+            if bad:
+                problems.append(f"AHA segment label(s) {bad} must be scar, no scar or empty")
+            if correction.study_label == 0 and any(v == 1 for v in segments):
+                scar = [i + 1 for i, v in enumerate(segments) if v == 1]
+                problems.append(f"a 'no scar' study cannot have an AHA segment labelled scar (segment(s) {scar})")
     if correction.source not in SOURCES:
         problems.append(f"the source must be one of {', '.join(SOURCES)}")
     if not str(correction.reviewer or "").strip():

@@ -1,7 +1,7 @@
 """A training process's lifetime: one per model across server restarts, and none outliving its server.
 
 MONAI Label runs a training in a child process of the server. If the server is killed (``kill -9``, a crash),
-that child would train on as an orphan and publish a model nobody asked for any more; ``exit_with_parent`` makes
+that child would train on as an orphan and publish a model nobody asked for any more; ``stran.lifetime.exit_with_parent`` makes
 it stop within a second instead. ``TrainingLock`` is a file in the model folder naming the training's process:
 created exclusively when a training starts, removed when it ends, and found stale (its process gone) after a
 crash, so a restarted server refuses a second training only while the first one really runs.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,19 +70,3 @@ class TrainingLock:
         holder = self.holder()
         if holder is not None and int(holder.get("pid", -1)) == os.getpid():
             self.path.unlink(missing_ok=True)
-
-
-def exit_with_parent(on_exit: Any = None, interval_s: float = 0.5) -> threading.Thread:
-    """Watch the parent process from a daemon thread; when it is gone, call ``on_exit`` and end this process."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        if on_exit is not None:
-            on_exit()
-        os._exit(75)  # EX_TEMPFAIL: the server went away
-
-    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
-    thread.start()
-    return thread

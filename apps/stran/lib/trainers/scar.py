@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.trainers.lifetime import TrainingLock, exit_with_parent
+from lib.trainers.lifetime import TrainingLock
 from stran.atomic import atomic_write_text, atomic_write_with
 from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.labels import read_label_file
 from stran.engine.trainer import TrainConfig, Trainer
+from stran.lifetime import exit_with_parent
 from stran.models import available_models, load_checkpoint
 from stran.models.registry import stored_config
 
