@@ -34,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not write the results back to the PACS (default: an SR and a SEG per study)")
 
 
-def _sources(args: argparse.Namespace, out: Path) -> tuple[list[tuple[str, Callable[[], Any]]], int]:
-    """(image id, loader) for every study asked for, and how many were skipped (reported on stderr)."""
+def _sources(args: argparse.Namespace, client: Any, cache: Path | None) -> tuple[list[tuple[str, Callable[[], Any]]], int]:
+    """(image id, loader) for every study asked for (PACS studies through ``client`` into ``cache``), and how many
+    were skipped (reported on stderr)."""
     from stran.engine.dataset import NIFTI_SUFFIXES
     from stran.io import load_study
-    from stran.pacs.options import pacs_client, pacs_studies
+    from stran.pacs.options import pacs_studies
 
     jobs: list[tuple[str, Callable[[], Any]]] = []
     skipped = 0
@@ -52,12 +53,10 @@ def _sources(args: argparse.Namespace, out: Path) -> tuple[list[tuple[str, Calla
         for suffix in NIFTI_SUFFIXES:
             image_id = image_id.removesuffix(suffix)
         jobs.append((image_id, lambda path=Path(source): load_study(path)))
-    client = pacs_client(args)
     if client is not None:
         from stran.io.import_command import progress_line
         from stran.pacs.fetch import fetch_study
 
-        cache = output_folder(args.pacs_cache or out / "pacs-cache", "--pacs-cache")
         for uid in pacs_studies(args, client):
             jobs.append((uid, lambda uid=uid: load_study(fetch_study(client, uid, cache, progress=progress_line))))
     if not args.studies and client is None:
@@ -68,7 +67,11 @@ def _sources(args: argparse.Namespace, out: Path) -> tuple[list[tuple[str, Calla
 def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     out = output_folder(args.out)
-    jobs, failures = _sources(args, out)
+    from stran.pacs.options import pacs_client
+
+    client = pacs_client(args)
+    cache = output_folder(args.pacs_cache or out / "pacs-cache", "--pacs-cache") if client is not None else None
+    jobs, failures = _sources(args, client, cache)
     if not jobs:
         return 1
     db = None
@@ -99,8 +102,13 @@ def run(args: argparse.Namespace) -> int:
         if args.no_attention:
             detection.attention = None
         r = detection.result
-        if study.source.startswith("dicomweb ") and not args.no_store:
-            r["pacs"] = _store_back(args, study, detection)
+        if client is not None and cache is not None and study.source.startswith("dicomweb ") and not args.no_store:
+            from stran.pacs.store import store_or_say_why
+
+            r["pacs"] = store_or_say_why(client, r, study, detection.attention, cache)
+            if r["pacs"].get("error"):
+                print(f"stran detect: results of {study.study_uid} not stored on the PACS: {r['pacs']['error']}",
+                      file=sys.stderr)
         atomic_write_text(out / f"{image_id}.json", json.dumps(r, indent=1))
         if detection.attention is not None:
             write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
@@ -122,25 +130,6 @@ def run(args: argparse.Namespace) -> int:
     if db is not None:
         db.close()
     return 1 if failures else 0
-
-
-def _store_back(args: argparse.Namespace, study: Any, detection: Any) -> dict[str, Any]:
-    """The SR and SEG of one detection stored on the PACS it came from; a failure is kept in the record (the
-    detection itself still counts) and said on stderr."""
-    from stran.pacs.client import PacsError
-    from stran.pacs.fetch import source_headers
-    from stran.pacs.options import pacs_client
-    from stran.pacs.store import store_detection
-
-    client = pacs_client(args)
-    assert client is not None
-    cache = Path(args.pacs_cache or Path(args.out) / "pacs-cache")
-    try:
-        return store_detection(client, detection.result, study, detection.attention,
-                               source_headers(cache, study.study_uid))
-    except PacsError as exc:
-        print(f"stran detect: results of {study.study_uid} not stored on the PACS: {exc} ({exc.hint})", file=sys.stderr)
-        return {"url": client.url, "study_uid": study.study_uid, "error": f"{exc} ({exc.hint})"}
 
 
 def _pacs_line(record: dict[str, Any]) -> str:

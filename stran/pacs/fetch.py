@@ -15,6 +15,7 @@ so a study is listed only once both are complete).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -120,7 +121,7 @@ def _download_and_load(client: PacsClient, study_uid: str, folder: Path, progres
         raise PacsStudyError(f"study {study_uid} on {client.url} sent images of study {study.study_uid}",
                              "check the PACS; nothing was kept")
     return study.replace(source=f"dicomweb {client.url} study {study_uid}", left_out=[
-        entry.__class__(path=os.path.relpath(entry.path, folder), reason=entry.reason) for entry in study.left_out])
+        dataclasses.replace(entry, path=os.path.relpath(entry.path, folder)) for entry in study.left_out])
 
 
 def _download_series(client: PacsClient, study_uid: str, info: SeriesInfo, folder: Path,

@@ -9,12 +9,14 @@ duplicated, by running it again.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stran.io.study import CineStudy
-from stran.pacs.client import PacsClient
+from stran.pacs.client import PacsClient, PacsError
+from stran.pacs.fetch import source_headers
 from stran.pacs.report import detection_sr, result_uids, scar_map_seg
 
 
@@ -36,3 +38,13 @@ def store_detection(client: PacsClient, result: dict[str, Any], study: CineStudy
         "map_sop_uid": uids.map_sop if attention is not None else None,
         "map_kind": "SEG" if attention is not None else None,
     }
+
+
+def store_or_say_why(client: PacsClient, result: dict[str, Any], study: CineStudy, attention: np.ndarray | None,
+                     cache: str | Path) -> dict[str, Any]:
+    """``store_detection`` with the study's source headers from the PACS cache; when storing fails, the record
+    says why (``error``) instead: the detection itself still counts."""
+    try:
+        return store_detection(client, result, study, attention, source_headers(cache, study.study_uid))
+    except PacsError as exc:
+        return {"url": client.url, "study_uid": study.study_uid, "error": f"{exc} ({exc.hint})"}

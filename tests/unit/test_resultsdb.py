@@ -158,6 +158,16 @@ def run_sql(url: str, *statements: str, params: dict[str, Any] | None = None) ->
         engine.dispose()
 
 
+
+def raw_rows(url: str, tables: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of ``tables``, read with plain SQL (not through ResultsDB): what a migration must keep."""
+    engine = create_engine(database_url(url))
+    try:
+        with engine.connect() as conn:
+            return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))] for t in tables}
+    finally:
+        engine.dispose()
+
 # ----------------------------------------------------------------------------- recording, idempotency
 
 

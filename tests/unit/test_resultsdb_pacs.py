@@ -43,6 +43,7 @@ try:
         detection,
         fill,
         pacs_export,
+        raw_rows,
         run_sql,
         training_run,
     )
@@ -60,6 +61,7 @@ except ImportError:  # tests/ made a package
         detection,
         fill,
         pacs_export,
+        raw_rows,
         run_sql,
         training_run,
     )
@@ -365,19 +367,9 @@ V3_DATABASE = [
 OLD_TABLES = ("meta", "studies", "models", "detections", "corrections", "training_runs")
 
 
-def _raw_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the v3 tables, read with plain SQL (not through ResultsDB)."""
-    engine = create_engine(database_url(url))
-    try:
-        with engine.connect() as conn:
-            return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))] for t in OLD_TABLES}
-    finally:
-        engine.dispose()
-
-
 def test_a_version_3_database_is_migrated_keeping_its_data(backend_url: str, tmp_path: Path) -> None:
     run_sql(backend_url, *V3_DATABASE)
-    before = _raw_rows(backend_url)
+    before = raw_rows(backend_url, OLD_TABLES)
     with ResultsDB(backend_url) as db:
         assert db.migrated_from == 3 and db.schema_version == SCHEMA_VERSION == 5
         history = db.rows("schema_history")
@@ -400,7 +392,7 @@ def test_a_version_3_database_is_migrated_keeping_its_data(backend_url: str, tmp
             db.record_training_run(training_run("oldr-1", started_utc="2026-02-02T08:00:00Z", options={"max_epochs": 5},
                                                 status="failed"))
         paths = db.export_csv(tmp_path / "csv")
-    after = _raw_rows(backend_url)
+    after = raw_rows(backend_url, OLD_TABLES)
     assert after["meta"] == [r if r[0] != "schema_version" else ("schema_version", "5") for r in before["meta"]]
     # every old row as it was, with NULL in the columns v5 adds at the end of detections and corrections
     added = {"detections": (None,), "corrections": (None,)}
@@ -416,10 +408,10 @@ def test_a_failed_migration_to_version_4_leaves_the_version_3_database_as_it_was
     """All or nothing: a table named pacs_exports that is not ours makes the step fail; nothing else changes."""
     run_sql(backend_url, *V3_DATABASE, "CREATE TABLE pacs_exports (someone_elses INTEGER)",
             "INSERT INTO pacs_exports VALUES (7)")
-    before = _raw_rows(backend_url)
+    before = raw_rows(backend_url, OLD_TABLES)
     with pytest.raises(ResultsDBError, match="refused the write"):
         ResultsDB(backend_url)
-    assert _raw_rows(backend_url) == before  # schema_version still 3
+    assert raw_rows(backend_url, OLD_TABLES) == before  # schema_version still 3
     engine = create_engine(database_url(backend_url))
     try:
         with engine.connect() as conn:

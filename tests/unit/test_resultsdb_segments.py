@@ -31,11 +31,11 @@ from stran.resultsdb import schema as S
 
 try:
     from conftest_postgres import backend_url, postgres_server, postgres_url  # noqa: F401  (fixtures)
-    from test_resultsdb import SHA_B, TIMESTAMP, correction, detection, run_sql
+    from test_resultsdb import SHA_B, TIMESTAMP, correction, detection, raw_rows, run_sql
     from test_resultsdb_pacs import V3_DATABASE
 except ImportError:  # tests/ made a package
     from tests.unit.conftest_postgres import backend_url, postgres_server, postgres_url  # noqa: F401
-    from tests.unit.test_resultsdb import SHA_B, TIMESTAMP, correction, detection, run_sql
+    from tests.unit.test_resultsdb import SHA_B, TIMESTAMP, correction, detection, raw_rows, run_sql
     from tests.unit.test_resultsdb_pacs import V3_DATABASE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,15 +247,6 @@ V4_DATABASE = [
 OLD_TABLES = ("meta", "schema_history", "studies", "models", "detections", "corrections", "training_runs", "pacs_exports")
 
 
-def _raw_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    engine = create_engine(database_url(url))
-    try:
-        with engine.connect() as conn:
-            return {t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))] for t in OLD_TABLES}
-    finally:
-        engine.dispose()
-
-
 def _columns(url: str, table: str) -> list[str]:
     engine = create_engine(database_url(url))
     try:
@@ -267,7 +258,7 @@ def _columns(url: str, table: str) -> list[str]:
 
 def test_a_version_4_database_is_migrated_keeping_its_data(backend_url: str, tmp_path: Path) -> None:
     run_sql(backend_url, *V4_DATABASE)
-    before = _raw_rows(backend_url)
+    before = raw_rows(backend_url, OLD_TABLES)
     with ResultsDB(backend_url) as db:
         assert db.migrated_from == 4 and db.schema_version == SCHEMA_VERSION == 5
         history = db.rows("schema_history")
@@ -291,7 +282,7 @@ def test_a_version_4_database_is_migrated_keeping_its_data(backend_url: str, tmp
         db.record_correction(correction("v5-c-1", study_uid="1.2.4", detection_id="v5-d-1", segment_labels=SEGMENT_LABELS))
         assert db.detections(study_uid="1.2.4")[-1]["segment_probabilities"] == SEGMENTS
         db.export_csv(tmp_path / "csv")
-    after = _raw_rows(backend_url)
+    after = raw_rows(backend_url, OLD_TABLES)
     assert after["meta"] == [r if r[0] != "schema_version" else ("schema_version", "5") for r in before["meta"]]
     assert after["schema_history"][:4] == before["schema_history"]
     added = {"detections": (None,), "corrections": (None,)}  # the v5 columns, at the end, NULL for every old row
@@ -320,9 +311,9 @@ def test_a_failed_migration_to_version_5_leaves_the_version_4_database_as_it_was
     the first half (detections.segment_probabilities) is undone with it, and nothing else changes."""
     run_sql(backend_url, *V4_DATABASE, "ALTER TABLE corrections ADD COLUMN segment_labels TEXT",
             "UPDATE corrections SET segment_labels = 'someone else''s' WHERE correction_id = 'v4-c-1'")
-    before = _raw_rows(backend_url)
+    before = raw_rows(backend_url, OLD_TABLES)
     with pytest.raises(ResultsDBError, match="refused the write"):
         ResultsDB(backend_url)
-    assert _raw_rows(backend_url) == before  # schema_version still 4, history 1-4
+    assert raw_rows(backend_url, OLD_TABLES) == before  # schema_version still 4, history 1-4
     assert "segment_probabilities" not in _columns(backend_url, "detections")
     assert [r[0] for r in before["schema_history"]] == [1, 2, 3, 4]

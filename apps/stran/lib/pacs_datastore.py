@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from fastapi import HTTPException
@@ -30,35 +29,26 @@ logger = logging.getLogger(__name__)
 class PacsDatastore(ScarDatastore):
     """``ScarDatastore`` over ``path`` (the cache), filled from the PACS behind ``client``."""
 
-    def __init__(self, path: str, client: PacsClient, *, listing_ttl_s: float = 300.0, sync: bool = True) -> None:
+    def __init__(self, path: str, client: PacsClient, *, sync: bool = True) -> None:
         super().__init__(path)
         self.client = client
-        self.listing_ttl_s = listing_ttl_s
-        self._remote: list[str] = []
-        self._listed_at = -float("inf")
+        self._remote: list[str] = []  # the PACS's cine studies at the last sync (no request per listing)
         self._study_lock = threading.Lock()
         self.last_error = ""
         if sync:
             threading.Thread(target=self.sync, name="pacs-sync", daemon=True).start()
 
-    def remote_studies(self) -> list[str]:
-        """The PACS's cine studies (Study Instance UIDs), listed again after ``listing_ttl_s``; the last listing
-        (or none) when the PACS does not answer, with the reason in ``last_error`` and the log."""
-        if time.monotonic() - self._listed_at > self.listing_ttl_s:
-            try:
-                self._remote = [s.uid for s in self.client.cine_studies()]
-                self.last_error = ""
-            except PacsError as exc:
-                self.last_error = f"{exc} ({exc.hint})"
-                logger.error("PACS listing failed: %s", self.last_error)
-            self._listed_at = time.monotonic()
-        return list(self._remote)
-
     def sync(self) -> list[str]:
         """Fetch every cine study of the PACS that is not cached yet; returns the ones fetched. A study that
         fails is logged with the reason and left out; the others go on."""
-        fetched = []
-        remote = self.remote_studies()
+        fetched: list[str] = []
+        try:
+            remote = [s.uid for s in self.client.cine_studies()]
+        except PacsError as exc:
+            self.last_error = f"{exc} ({exc.hint})"
+            logger.error("PACS listing failed: %s", self.last_error)
+            return fetched
+        self._remote, self.last_error = remote, ""
         for uid in remote:
             if uid in self._datastore.objects and is_cached(self.image_dir, uid):
                 continue
@@ -96,11 +86,11 @@ class PacsDatastore(ScarDatastore):
 
     def list_images(self) -> list[str]:
         local = super().list_images()
-        return local + [uid for uid in self.remote_studies() if uid not in local]
+        return local + [uid for uid in self._remote if uid not in local]
 
     def get_image_uri(self, image_id: str) -> str:
         """The cached study; a study on the PACS that is not cached yet is fetched first."""
-        if image_id not in self._datastore.objects and _is_name(image_id) and image_id in self.remote_studies():
+        if image_id not in self._datastore.objects and image_id in self._remote:
             self.pull(image_id)
         return super().get_image_uri(image_id)
 

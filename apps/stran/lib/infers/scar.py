@@ -21,7 +21,7 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from stran.io import CineLoadError, load_study, write_map
-from stran.pacs.client import PacsClient, PacsError
+from stran.pacs.client import PacsClient
 
 if TYPE_CHECKING:
     from lib.contracts import DetectorConfig
@@ -91,16 +91,14 @@ class ScarInfer(InferTask):
 def store_if_from_pacs(client: PacsClient, request: dict[str, Any], study: Any, detection: Any) -> None:
     """Store the SR and SEG on the PACS when the study was fetched from it; the outcome goes in ``result["pacs"]``
     (a failure there does not fail the detection: the reader still gets it, and is told)."""
-    from stran.pacs.fetch import pacs_origin, source_headers
-    from stran.pacs.store import store_detection
+    from stran.pacs.fetch import pacs_origin
+    from stran.pacs.store import store_or_say_why
 
     cache = os.path.dirname(request["image"])
     origin = pacs_origin(cache, request["image_id"])
     if origin is None or origin.get("url") != client.url:
         return
-    try:
-        detection.result["pacs"] = store_detection(client, detection.result, study, detection.attention,
-                                                   source_headers(cache, request["image_id"]))
-    except PacsError as exc:
-        logger.error("results of %s not stored on the PACS: %s", request["image_id"], exc)
-        detection.result["pacs"] = {"url": client.url, "study_uid": study.study_uid, "error": f"{exc} ({exc.hint})"}
+    record = store_or_say_why(client, detection.result, study, detection.attention, cache)
+    if record.get("error"):
+        logger.error("results of %s not stored on the PACS: %s", request["image_id"], record["error"])
+    detection.result["pacs"] = record
