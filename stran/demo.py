@@ -71,7 +71,7 @@ def start_server(datastore: Path, model_dir: Path, port: int, log_path: Path) ->
 
 
 def wait_until_up(session: Any, proc: subprocess.Popen, log_path: Path, timeout: float = 180) -> Any:
-    from CineScarLib.client import MonaiLabelError
+    from CineScarLib.errors import MonaiLabelError
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -175,9 +175,38 @@ def draw_picture(detection: Any, path: Path, scar: np.ndarray | None = None) -> 
     return path
 
 
+class NibabelVolumes:
+    """The module's NIfTI reading and writing (``CineScarLib.volume.VolumeCodec``) over nibabel: the demo runs the
+    module's session without Slicer, whose reader the module uses."""
+
+    def readVolume4D(self, source: bytes, *, what: str = "image") -> Any:
+        import gzip
+
+        import nibabel as nib
+        import numpy as np
+        from CineScarLib.volume import Volume4D
+
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(source) if source[:2] == b"\x1f\x8b" else source)
+        unit = {"msec": 1.0, "sec": 1000.0, "usec": 0.001}.get(img.header.get_xyzt_units()[1], 0.0)
+        zooms = img.header.get_zooms()
+        interval = float(zooms[3]) * unit if len(zooms) > 3 else 0.0
+        return Volume4D(np.asanyarray(img.dataobj).transpose(3, 2, 1, 0), img.affine, interval, what)
+
+    def volume4DBytes(self, volume: Any) -> bytes:
+        import gzip
+
+        import nibabel as nib
+
+        img = nib.Nifti1Image(volume.array.transpose(3, 2, 1, 0), volume.affine)
+        img.header.set_xyzt_units("mm", "msec")
+        img.header.set_zooms((*volume.spacing, volume.phase_interval_ms or 1000.0 / volume.phases))
+        return gzip.compress(img.to_bytes())
+
+
 def run(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(MODULE_DIR))
-    from CineScarLib.session import Correction, ScarSession
+    from CineScarLib.corrections import Correction
+    from CineScarLib.session import ScarSession
 
     step = Step()
     work = Path(args.work)
@@ -196,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     log_path = work / "server.log"
     proc = start_server(datastore, model_dir, port, log_path)
     session = ScarSession(f"http://127.0.0.1:{port}", db=str(work / "results.sqlite"), auto_export=True,
-                          log=lambda m: None)
+                          log=lambda m: None, volumes=NibabelVolumes())
     try:
         with step(f"Start the MONAI Label server on http://127.0.0.1:{port} (log: {log_path})"):
             status = wait_until_up(session, proc, log_path)

@@ -18,7 +18,9 @@ import torch
 
 from stran.io.study import CineStudy
 from stran.models import enable_mc_dropout, load_checkpoint, run_model
-from stran.transforms.inverse import attention_to_study, slice_scores_to_study
+from stran.models.maps import myocardial_segments
+from stran.report.aha import encode_segment_map
+from stran.transforms.inverse import attention_to_study, segments_to_study, slice_scores_to_study
 from stran.transforms.preprocess import PreprocessConfig, preprocess_study
 
 
@@ -82,6 +84,8 @@ class Detector:
         g = None if geometry is None else torch.as_tensor(np.asarray(geometry, np.float32))[None]
         out = run_model(self.model, image, g)
         det = {k: v.float().numpy()[0] for k, v in out.items() if k != "maps"}
+        if "maps" in out and g is not None:
+            det["segment_ids"] = myocardial_segments(out["maps"], g).numpy()[0]
         mc = None
         if mc_samples > 0:
             enable_mc_dropout(self.model, True)
@@ -106,6 +110,8 @@ class Detector:
         prob = float(1.0 / (1.0 + np.exp(-out["study_logit"])))
         slice_probs = 1.0 / (1.0 + np.exp(-out["slice_logits"]))
         attention = attention_to_study(out["attention"], prep, study.phase_fractions) if with_attention else None
+        segment_map = None if "segment_ids" not in out else encode_segment_map(segments_to_study(out["segment_ids"],
+                                                                                                 prep))
         t3 = time.perf_counter()
         uncertainty: dict[str, Any] = {"method": "mc_dropout" if mc is not None else "none", "samples": samples}
         if mc is not None:
@@ -133,6 +139,7 @@ class Detector:
             "slice_probabilities": slice_scores_to_study(slice_probs, prep),
             "segment_probabilities": None if "segment_logits" not in out
             else [float(v) for v in 1.0 / (1.0 + np.exp(-out["segment_logits"]))],
+            "segment_map": segment_map,
             "map": "scar" if "scar_logits" in out else "attention",
             "uncertainty": uncertainty,
             "model": self.model_info,

@@ -144,3 +144,12 @@ def aha_segment_ids(maps: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
     level = (frac >= 1 / 3).long() + (frac >= 2 / 3).long()  # 0 basal, 1 mid, 2 apical
     lvl = level[..., None, None]
     return torch.where(lvl == 0, basal, torch.where(lvl == 1, basal + 6, apical))
+
+
+@torch.no_grad()
+def myocardial_segments(maps: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    """The AHA segment (1-16) of every myocardial pixel, 0 elsewhere, ``(B, S, H, W)`` uint8: where the
+    myocardium map (mean over phases) is above one half, :func:`aha_segment_ids` as the wall reader places them."""
+    myocardium = torch.sigmoid(maps[:, 1]).mean(dim=2) > 0.5
+    ids = aha_segment_ids(maps, geometry)
+    return torch.where(myocardium, ids, torch.zeros_like(ids)).to(torch.uint8)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from stran.report.aha import N_SEGMENTS, aha_segments
+from .aha import N_SEGMENTS, aha_segments
 
 RESEARCH_WARNING = "Research use only. Not for clinical use. Model trained on synthetic phantoms."
 TITLE = "ST-RAN Scar \u2014 study report"

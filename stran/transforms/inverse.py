@@ -79,3 +79,30 @@ def attention_to_study(attention: np.ndarray, prep: PrepInfo, phase_fractions: n
         out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0].numpy()
         result[k, :, r0:r1, c0:c1] = np.clip(out, 0.0, 1.0)
     return result
+
+
+def segments_to_study(ids: np.ndarray, prep: PrepInfo) -> np.ndarray:
+    """AHA segment numbers (S', size, size) on the network's grid -> (S, H, W) uint8 on the source study's grid:
+    nearest network slice and pixel (segment numbers are labels, never blended); 0 outside the field of view."""
+    ids = np.asarray(ids)
+    n_out_slices, size, _ = ids.shape
+    S, _, H, W = prep.study_shape
+    result = np.zeros((S, H, W), dtype=np.uint8)
+    idx, pos = _covered(prep)
+    step = (prep.spacing_mm / prep.source_spacing[0], prep.spacing_mm / prep.source_spacing[1])
+    centers = np.asarray(prep.centers, dtype=np.float64)
+    for k, p in zip(idx, pos, strict=True):
+        near = int(np.clip(np.rint(p), 0, n_out_slices - 1))
+        lo = int(np.clip(np.floor(p), 0, n_out_slices - 1))
+        hi = min(lo + 1, n_out_slices - 1)
+        center = (1 - (p - lo)) * centers[lo] + (p - lo) * centers[hi]  # the crop centre attention_to_study uses
+        (r0, r1), (c0, c1) = (_field_of_view(center[a], step[a], size, n) for a, n in ((0, H), (1, W)))
+        if r1 <= r0 or c1 <= c0:
+            continue
+        u = np.rint((np.arange(r0, r1) - center[0]) / step[0] + (size - 1) / 2.0).astype(int)
+        v = np.rint((np.arange(c0, c1) - center[1]) / step[1] + (size - 1) / 2.0).astype(int)
+        rows_in, cols_in = (u >= 0) & (u < size), (v >= 0) & (v < size)
+        block = np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
+        block[np.ix_(rows_in, cols_in)] = ids[near][np.ix_(u[rows_in], v[cols_in])]
+        result[k, r0:r1, c0:c1] = block
+    return result

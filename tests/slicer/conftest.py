@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# slicer-core's "slicer" meta-package extends its __path__ with every folder named "slicer" on sys.path and imports
+# each module there as slicer.<name> (its plug-in mechanism); pytest puts tests/ on sys.path, so tests/slicer would
+# be swept in and its test modules imported from inside "import slicer". Import it once here with tests/ off the
+# path: later imports find it in sys.modules.
+_TESTS = str(Path(__file__).resolve().parents[1])
+_saved = list(sys.path)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(_TESTS)]
+try:
+    import slicer  # noqa: F401
+except ImportError:  # not the Slicer test environment: the tests that need it skip
+    pass
+finally:
+    sys.path[:] = _saved
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""CineScarLib.client: plain-words errors (refused port, timeout, not MONAI Label), multipart parsing, status mapping.
+"""CineScarLib.client (with .errors, .multipart, .cancel): plain-words errors (refused port, timeout, not MONAI Label), multipart parsing, status mapping.
 
 The error cases that a real MONAI Label server cannot produce on demand run
 against a stdlib ``http.server`` on 127.0.0.1 started here; everything else is
@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "slicer_extension" / "CineScar"))
 
 from CineScarLib import client as C  # noqa: E402
+from CineScarLib import errors as E  # noqa: E402
+from CineScarLib.cancel import CancelToken, run_cancellable  # noqa: E402
 from CineScarLib.jobs import Job  # noqa: E402
+from CineScarLib.multipart import parse_multipart  # noqa: E402
 
 
 def free_port() -> int:
@@ -82,35 +85,35 @@ def fake_server():
 
 def test_connection_refused_says_so() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(C.ServerUnreachable) as info:
+    with pytest.raises(E.ServerUnreachable) as info:
         C.MonaiLabelClient(url).info()
     text = str(info.value)
     assert "connection refused" in text and url in text and "start the server" in text
-    assert C.is_offline(info.value)
+    assert E.is_offline(info.value)
 
 
 def test_unknown_host_says_so() -> None:
-    with pytest.raises(C.ServerUnreachable, match="unknown|Could not connect"):
+    with pytest.raises(E.ServerUnreachable, match="unknown|Could not connect"):
         C.MonaiLabelClient("http://no-such-host.invalid:8000", connect_timeout=2).info()
 
 
 def test_read_timeout_says_so(fake_server) -> None:
     url = fake_server("slow")
     client = C.MonaiLabelClient(url, read_timeout=0.5)
-    with pytest.raises(C.ServerTimeout) as info:
+    with pytest.raises(E.ServerTimeout) as info:
         client.info()
     assert "did not answer within 0.5 s" in str(info.value) and "GET /info/" in str(info.value)
-    assert C.is_offline(info.value)
+    assert E.is_offline(info.value)
 
 
 @pytest.mark.parametrize("mode,words", [("html", "text/html, not JSON"), ("other-json", "has no 'models'"),
                                         ("404", "does not exist (HTTP 404)")])
 def test_not_a_monai_label_server(fake_server, mode: str, words: str) -> None:
     url = fake_server(mode)
-    with pytest.raises(C.NotMonaiLabelServer) as info:
+    with pytest.raises(E.NotMonaiLabelServer) as info:
         C.MonaiLabelClient(url).check()
     assert "not a MONAI Label server" in str(info.value) and words in str(info.value)
-    assert not C.is_offline(info.value)
+    assert not E.is_offline(info.value)
 
 
 def test_url_normalisation() -> None:
@@ -133,19 +136,19 @@ def _response(status: int, body: bytes, ctype: str = "application/json") -> requ
 
 
 def test_status_mapping_keeps_the_servers_detail() -> None:
-    err = C._status_error(_response(422, b'{"detail": "invalid label: slice_labels has 3 entries"}'), "http://h", "saving X")
-    assert isinstance(err, C.RequestRejected) and err.status == 422
+    err = E.status_error(_response(422, b'{"detail": "invalid label: slice_labels has 3 entries"}'), "http://h", "saving X")
+    assert isinstance(err, E.RequestRejected) and err.status == 422
     assert str(err) == "The server refused saving X (HTTP 422): invalid label: slice_labels has 3 entries"
-    assert isinstance(C._status_error(_response(404, b'{"detail": "no"}'), "u", "a"), C.NotFound)
-    assert isinstance(C._status_error(_response(409, b'{"detail": "no"}'), "u", "a"), C.Conflict)
-    assert isinstance(C._status_error(_response(429, b'{"detail": "busy"}'), "u", "a"), C.TrainingAlreadyRunning)
-    five = C._status_error(_response(500, b"Internal Server Error", "text/plain"), "http://h", "running X")
-    assert isinstance(five, C.ServerError) and "HTTP 500" in str(five) and "server's log" in str(five)
-    assert not C.is_offline(five)
-    assert C.is_offline(C._status_error(_response(503, b""), "u", "a"))
+    assert isinstance(E.status_error(_response(404, b'{"detail": "no"}'), "u", "a"), E.NotFound)
+    assert isinstance(E.status_error(_response(409, b'{"detail": "no"}'), "u", "a"), E.Conflict)
+    assert isinstance(E.status_error(_response(429, b'{"detail": "busy"}'), "u", "a"), E.TrainingAlreadyRunning)
+    five = E.status_error(_response(500, b"Internal Server Error", "text/plain"), "http://h", "running X")
+    assert isinstance(five, E.ServerError) and "HTTP 500" in str(five) and "server's log" in str(five)
+    assert not E.is_offline(five)
+    assert E.is_offline(E.status_error(_response(503, b""), "u", "a"))
     fastapi = b'{"detail": [{"loc": ["body", "epochs"], "msg": "value is not a valid integer"}]}'
-    assert "body.epochs: value is not a valid integer" in str(C._status_error(_response(422, fastapi), "u", "a"))
-    html = C._status_error(_response(502, b"<html>bad gateway</html>", "text/html"), "u", "a")
+    assert "body.epochs: value is not a valid integer" in str(E.status_error(_response(422, fastapi), "u", "a"))
+    html = E.status_error(_response(502, b"<html>bad gateway</html>", "text/html"), "u", "a")
     assert "<html" not in str(html)
 
 
@@ -156,18 +159,18 @@ def test_multipart_parsing_is_byte_exact() -> None:
         {"params": (None, json.dumps(result), "application/json"),
          "image": ("attention.nii.gz", payload, "application/octet-stream")}
     )
-    parts = C.parse_multipart(body, ctype)
+    parts = parse_multipart(body, ctype)
     assert json.loads(parts["params"].data) == result
     assert parts["image"].data == payload and parts["image"].filename == "attention.nii.gz"
     assert parts["params"].content_type == "application/json"
-    with pytest.raises(C.InvalidResponse, match="no boundary"):
-        C.parse_multipart(body, "multipart/form-data")
-    with pytest.raises(C.InvalidResponse, match="truncated"):
-        C.parse_multipart(body[: len(body) // 2], ctype)
+    with pytest.raises(E.InvalidResponse, match="no boundary"):
+        parse_multipart(body, "multipart/form-data")
+    with pytest.raises(E.InvalidResponse, match="truncated"):
+        parse_multipart(body[: len(body) // 2], ctype)
 
 
 def test_run_cancellable_reports_and_cancels() -> None:
-    token = C.CancelToken()
+    token = CancelToken()
     seen = []
 
     def slow():
@@ -180,13 +183,13 @@ def test_run_cancellable_reports_and_cancels() -> None:
             token.cancel()
 
     start = time.monotonic()
-    with pytest.raises(C.Cancelled):
-        C.run_cancellable(slow, cancel=token, progress=progress, message="waiting", expected_s=10, tick_s=0.05)
+    with pytest.raises(E.Cancelled):
+        run_cancellable(slow, cancel=token, progress=progress, message="waiting", expected_s=10, tick_s=0.05)
     assert time.monotonic() - start < 1.5
     assert seen and 0 <= seen[0][0] < 0.1 and seen[0][1].startswith("waiting (")
-    assert C.run_cancellable(lambda: 7, cancel=C.CancelToken(), progress=lambda f, m: None) == 7
+    assert run_cancellable(lambda: 7, cancel=CancelToken(), progress=lambda f, m: None) == 7
     with pytest.raises(KeyError):
-        C.run_cancellable(lambda: {}["x"], cancel=C.CancelToken())
+        run_cancellable(lambda: {}["x"], cancel=CancelToken())
 
 
 def test_job_delivers_events_on_the_polling_thread() -> None:
@@ -205,11 +208,11 @@ def test_job_delivers_events_on_the_polling_thread() -> None:
     assert all(e[0] == main for e in events) and job.finished and not job.running
 
     def fail(*, progress, cancel):
-        raise C.ServerUnreachable("Could not connect: connection refused.")
+        raise E.ServerUnreachable("Could not connect: connection refused.")
 
     errors = []
     job = Job(fail).start(on_error=lambda e, tb: errors.append((e, tb)))
-    with pytest.raises(C.ServerUnreachable):
+    with pytest.raises(E.ServerUnreachable):
         job.wait(timeout=5)
     assert errors and "connection refused" in str(errors[0][0]) and "Traceback" in errors[0][1]
 
@@ -221,6 +224,6 @@ def test_job_delivers_events_on_the_polling_thread() -> None:
     cancelled = []
     job = Job(waits).start(on_cancelled=lambda: cancelled.append(True), on_done=lambda v: cancelled.append(v))
     job.cancel()
-    with pytest.raises(C.Cancelled):
+    with pytest.raises(E.Cancelled):
         job.wait(timeout=5)
     assert cancelled == [True] and job.cancelled

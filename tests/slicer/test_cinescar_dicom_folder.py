@@ -22,9 +22,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import server_fixture as sf  # noqa: E402
-from CineScarLib import client as C  # noqa: E402
+from CineScarLib import errors as E  # noqa: E402
 from CineScarLib.dicom_folder import DicomImport, zip_folder  # noqa: E402
-from CineScarLib.session import ScarSession, WorkflowError  # noqa: E402
+from CineScarLib.errors import WorkflowError  # noqa: E402
+from CineScarLib.session import ScarSession  # noqa: E402
 from test_cinescar_server import load_cinescar_with_stubs, prepare_app, prerequisites_missing  # noqa: E402
 
 
@@ -100,7 +101,7 @@ def test_import_a_folder_with_stray_files(env) -> None:
     cine = session.download_cine(imported.image_id)
     assert (cine.slices, cine.phases) == (env.messy["slices"], env.messy["phases"])
 
-    with pytest.raises(C.Conflict) as info:  # the same study again: the id is taken
+    with pytest.raises(E.Conflict) as info:  # the same study again: the id is taken
         session.import_dicom_folder(env.messy["folder"])
     assert info.value.status == 409 and "overwrite=true" in str(info.value)
     again = session.import_dicom_folder(env.messy["folder"], image_id="copy-1")
@@ -114,7 +115,7 @@ def test_a_broken_cine_frame_is_refused_with_slice_phase_and_file(env) -> None:
     session = ScarSession(env.server.url)
     session.connect()
     before = {s.image_id for s in session.list_studies()}
-    with pytest.raises(C.RequestRejected) as info:
+    with pytest.raises(E.RequestRejected) as info:
         session.import_dicom_folder(env.broken["folder"], image_id="broken")
     message = str(info.value)
     assert info.value.status == 422

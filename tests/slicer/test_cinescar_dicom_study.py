@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import server_fixture as sf  # noqa: E402
-from CineScarLib import client as C  # noqa: E402
+from CineScarLib import errors as E  # noqa: E402
+from CineScarLib.cancel import CancelToken  # noqa: E402
 from CineScarLib.dicom_folder import zip_files, zip_folder  # noqa: E402
 from CineScarLib.dicom_study import (  # noqa: E402
     DicomStudyError,
@@ -40,7 +41,8 @@ from CineScarLib.dicom_study import (  # noqa: E402
     study_files,
     study_of_volume,
 )
-from CineScarLib.session import Detection, ScarSession  # noqa: E402
+from CineScarLib.records import Detection  # noqa: E402
+from CineScarLib.session import ScarSession  # noqa: E402
 from test_cinescar_server import load_cinescar_with_stubs, prepare_app, prerequisites_missing  # noqa: E402
 
 WRITE_STUDY = """
@@ -297,9 +299,9 @@ def test_plain_server_gets_the_study_once_under_its_uid(studies, plain) -> None:
     assert len(uploads) == 1 and again.imported is None and again.cine is None
     assert again.study_uid == uid and again.detection_id != detection.detection_id
 
-    token = C.CancelToken()
+    token = CancelToken()
     token.cancel()
-    with pytest.raises(C.Cancelled):
+    with pytest.raises(E.Cancelled):
         detect_dicom_study(session, db, uid, cancel=token)
     session.close()
 
@@ -317,7 +319,7 @@ def test_an_id_taken_by_another_study_is_said(studies, plain) -> None:
 
     def not_found_first(*args, **kwargs):
         session.client.infer = infer
-        raise C.NotFound("no such study", status=404, detail="no such study")
+        raise E.NotFound("no such study", status=404, detail="no such study")
 
     session.client.infer = not_found_first
     with pytest.raises(DicomStudyError, match=rf"already holds another study under the id {uid}, so this study was "

@@ -1,12 +1,12 @@
-"""The extension as files: CineScar.py compiles, the .ui matches the code and its generator, CMake lists every
+"""The extension as files: CineScar.py compiles, the .ui parses and defines every widget the code uses, CMake lists every
 file, no symbolic link is left in the tree, CineScarLib.resultsdb is stran/resultsdb and CineScarLib.aha is
 stran/report/aha.py, both from a checkout (loaded in place) and in the built extension (the copies
 CineScar/CMakeLists.txt makes, the same files byte for byte),
 CineScarLib imports with Slicer's packages only (and in the server venv), and CineScarLogic / the self-test run on
 slicer-core with the Qt-only base classes stubbed.
 
-What this cannot show: the widgets themselves (Qt, PythonQt), the layout, playback timing and overlay
-rendering; those need the Slicer application (see docs/slicer-module.md).
+What this cannot show: the widgets themselves (Qt, PythonQt), the layout and playback timing; those need the
+Slicer application (see docs/slicer-module.md). What a slice view shows is test_cinescar_snapshot.py.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ MODULE_DIR = EXT / "CineScar"
 LIB = MODULE_DIR / "CineScarLib"
 RESULTSDB = REPO / "stran" / "resultsdb"
 AHA = REPO / "stran" / "report" / "aha.py"
+REPORT = REPO / "stran" / "report" / "render.py"  # CineScarLib.report
 sys.path.insert(0, str(MODULE_DIR))
-sys.path.insert(0, str(EXT / "tools"))
 
 
 def lib_files() -> list[Path]:
@@ -51,13 +51,15 @@ def cmake_resultsdb_files() -> list[str]:
 
 
 def copy_like_cmake(modules_dir: Path) -> Path:
-    """The module as the build lays it out: CineScar.py, CineScarLib/*.py, stran/report/aha.py as CineScarLib/aha.py
-    and, copied from stran/resultsdb, the files CMake lists, as CineScarLib/resultsdb (returns that folder)."""
+    """The module as the build lays it out: CineScar.py, CineScarLib/*.py, stran/report/aha.py as CineScarLib/aha.py,
+    stran/report/render.py as CineScarLib/report.py and, copied from stran/resultsdb, the files CMake lists, as
+    CineScarLib/resultsdb (returns that folder)."""
     (modules_dir / "CineScarLib").mkdir(parents=True)
     shutil.copy2(MODULE_DIR / "CineScar.py", modules_dir)
     for path in lib_files():
         shutil.copy2(path, modules_dir / "CineScarLib")
     shutil.copy2(AHA, modules_dir / "CineScarLib" / "aha.py")
+    shutil.copy2(REPORT, modules_dir / "CineScarLib" / "report.py")
     copy = modules_dir / "CineScarLib" / "resultsdb"
     copy.mkdir()
     for name in cmake_resultsdb_files():
@@ -66,20 +68,44 @@ def copy_like_cmake(modules_dir: Path) -> Path:
 
 
 def test_module_files_compile_for_slicer_python() -> None:
-    for path in [MODULE_DIR / "CineScar.py", *lib_files(), *sorted(RESULTSDB.glob("*.py")), AHA]:
+    for path in [MODULE_DIR / "CineScar.py", *lib_files(), *sorted(RESULTSDB.glob("*.py")), AHA, REPORT]:
         py_compile.compile(str(path), doraise=True)
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))  # Slicer 5.10+ has Python 3.12
 
 
-def test_ui_matches_code_and_generator() -> None:
-    import panel_layout
+def ui_names_used_by_the_code() -> set[str]:
+    """Every widget objectName the module looks up: ``self.ui.<name>`` in CineScar.py, ``ui.<name>`` in
+    CineScarLib, the widgets of ``panel.SIGNALS`` / ``enabled_buttons`` / ``result_texts`` and the play/seek rows
+    of ``ensureSequenceWidgets``."""
+    from CineScarLib import panel
 
+    code = (MODULE_DIR / "CineScar.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    for path in lib_files():
+        used |= set(re.findall(r"\bui\.(\w+)", path.read_text()))
+    used |= set(re.findall(r"getattr\(self\.ui, \"(\w+)\"", code))
+    used |= set(re.findall(r"\(\"(\w+)\", \"qMRML\w+\", \d+\)", code))
+    used |= {name for name, _signal, _slot in panel.SIGNALS}
+    flags = dict.fromkeys(("busy", "connected", "shown", "training", "scene_source", "source_ready", "from_dicom"), False)
+    used |= set(panel.enabled_buttons(**flags))
+    detection = types.SimpleNamespace(result={}, probability=0.5, verdict="scar", threshold=0.5)
+    used |= set(panel.result_texts(detection))
+    return used
+
+
+def test_ui_parses_and_defines_every_widget_the_code_uses() -> None:
+    """Resources/UI/CineScar.ui is the panel's source (edited in Qt Designer): it must parse and define every
+    widget the code looks up, once, with the custom widget classes declared."""
     ui_path = MODULE_DIR / "Resources" / "UI" / "CineScar.ui"
-    assert ui_path.read_text(encoding="utf-8") == panel_layout.ui_xml(), "run slicer_extension/tools/panel_layout.py"
     root = ET.parse(ui_path).getroot()
-    names = {w.get("name") for w in root.iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "CineScar.py").read_text()))
-    assert used - names == set(), f"widgets used in CineScar.py but missing from the .ui: {used - names}"
+    assert root.tag == "ui" and root.findtext("class") == "CineScar"
+    top = root.find("widget")
+    assert top is not None and top.get("class") == "qMRMLWidget" and top.get("name") == "CineScar"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), f"objectNames used twice: {sorted({n for n in names if names.count(n) > 1})}"
+    used = ui_names_used_by_the_code()
+    assert {"serverUrlLineEdit", "detectButton", "scoreTableView", "playWidget", "bullseyeLabel"} <= used
+    assert used - set(names) == set(), f"widgets the code uses but the .ui does not define: {used - set(names)}"
     declared = {c.findtext("class") for c in root.iter("customwidget")}
     classes = {w.get("class") for w in root.iter("widget")}
     assert {c for c in classes if not c.startswith("Q")} <= declared
@@ -114,8 +140,9 @@ def test_no_symbolic_links_in_the_tree() -> None:
     assert links == []
     assert not (LIB / "resultsdb").exists(), (
         "CineScarLib/resultsdb must not exist in the source tree (it would shadow stran/resultsdb): delete it")
-    assert not (LIB / "aha.py").exists(), (
-        "CineScarLib/aha.py must not exist in the source tree (it would shadow stran/report/aha.py): delete it")
+    for name, source in (("aha.py", "stran/report/aha.py"), ("report.py", "stran/report/render.py")):
+        assert not (LIB / name).exists(), (
+            f"CineScarLib/{name} must not exist in the source tree (it would shadow {source}): delete it")
 
 
 def test_cmake_copies_exactly_the_resultsdb_sources() -> None:
@@ -128,18 +155,21 @@ def test_cmake_copies_exactly_the_resultsdb_sources() -> None:
     assert "${RESULTSDB_SOURCE_DIR}/${_resultsdb_file}" in cmake and "COPYONLY" in cmake
 
 
-def test_cmake_copies_the_aha_module_and_the_hook_table_matches() -> None:
-    """stran/report/aha.py is copied as CineScarLib/aha.py; CineScarLib's table of project sources names exactly
-    what CMake copies (resultsdb, a package; aha, a module)."""
+def test_cmake_copies_the_aha_and_report_modules_and_the_hook_table_matches() -> None:
+    """stran/report/aha.py is copied as CineScarLib/aha.py and stran/report/render.py as CineScarLib/report.py;
+    CineScarLib's table of project sources names exactly what CMake copies (resultsdb, a package; aha and
+    report, modules)."""
     cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
-    source = re.search(r"set\(AHA_SOURCE_FILE \$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", cmake)
-    assert source and (MODULE_DIR / source.group(1)).resolve() == AHA.resolve()
-    assert "configure_file(${AHA_SOURCE_FILE} ${_aha_copy} COPYONLY)" in cmake
-    assert "set(_aha_copy ${CMAKE_CURRENT_BINARY_DIR}/${MODULE_NAME}Lib/aha.py)" in cmake
+    for var, copy, name, path in (("AHA", "_aha_copy", "aha", AHA), ("REPORT", "_report_copy", "report", REPORT)):
+        source = re.search(rf"set\({var}_SOURCE_FILE \$\{{CMAKE_CURRENT_SOURCE_DIR\}}/(\S+)\)", cmake)
+        assert source and (MODULE_DIR / source.group(1)).resolve() == path.resolve()
+        assert f"configure_file(${{{var}_SOURCE_FILE}} ${{{copy}}} COPYONLY)" in cmake
+        assert f"set({copy} ${{CMAKE_CURRENT_BINARY_DIR}}/${{MODULE_NAME}}Lib/{name}.py)" in cmake
     import CineScarLib
 
     table = {name: (source, package) for name, (source, package, _copy) in CineScarLib.FROM_PROJECT.items()}
-    assert table == {"CineScarLib.resultsdb": (RESULTSDB, True), "CineScarLib.aha": (AHA, False)}
+    assert table == {"CineScarLib.resultsdb": (RESULTSDB, True), "CineScarLib.aha": (AHA, False),
+                     "CineScarLib.report": (REPORT, False)}
 
 
 CMAKE_HARNESS = """
@@ -184,8 +214,9 @@ def test_cmake_build_lays_out_resultsdb_from_stran(tmp_path: Path) -> None:
     for path in RESULTSDB.glob("*.py"):
         assert (copy / path.name).read_bytes() == path.read_bytes(), path.name
     assert sorted(p.name for p in (built / "CineScarLib").glob("*.py")) == sorted(
-        [p.name for p in lib_files()] + ["aha.py"])
+        [p.name for p in lib_files()] + ["aha.py", "report.py"])
     assert (built / "CineScarLib" / "aha.py").read_bytes() == AHA.read_bytes()
+    assert (built / "CineScarLib" / "report.py").read_bytes() == REPORT.read_bytes()
     assert (built / "CineScar.py").is_file() and (built / "Resources" / "UI" / "CineScar.ui").is_file()
 
 
@@ -200,6 +231,7 @@ def test_resultsdb_copy_is_the_source_and_imports_as_module_lib(tmp_path: Path) 
     assert (copy.parent / "aha.py").read_bytes() == AHA.read_bytes()
     script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import CineScarLib.resultsdb as r; "
               "from CineScarLib.resultsdb import ResultsDB, export_command; import CineScarLib.aha as a; "
+              "import CineScarLib.report as p; assert p.__file__.startswith(sys.argv[1]), p.__file__; "
               "from CineScarLib.segments import BullseyeState; "
               "print(json.dumps({'file': r.__file__, 'aha': a.__file__, 'stran': 'stran' in sys.modules, "
               "'hooks': [type(f).__name__ for f in sys.meta_path if getattr(f, 'cinescar_source_finder', 0)]}))")
@@ -235,8 +267,10 @@ ISOLATED = textwrap.dedent(
     import json, sys
     sys.path.insert(0, sys.argv[1])             # what Slicer does for a module folder
     before = set(sys.modules)
-    import CineScarLib.client, CineScarLib.dicom_study, CineScarLib.jobs, CineScarLib.nifti, CineScarLib.session
-    import CineScarLib.segments
+    import CineScarLib.client, CineScarLib.dicom_study, CineScarLib.jobs, CineScarLib.volume, CineScarLib.session
+    import CineScarLib.segments, CineScarLib.errors, CineScarLib.cancel, CineScarLib.multipart, CineScarLib.records
+    import CineScarLib.corrections, CineScarLib.training, CineScarLib.database, CineScarLib.panel
+    import CineScarLib.selftest
     light = sorted({n.split(".")[0] for n in set(sys.modules) - before})
     from CineScarLib.resultsdb import ResultsDB, new_id
     with ResultsDB(sys.argv[2]) as db:
@@ -313,8 +347,8 @@ def cinescar_module(monkeypatch):
 
 
 def synthetic_detection():
-    from CineScarLib.nifti import Volume4D
-    from CineScarLib.session import Detection
+    from CineScarLib.records import Detection
+    from CineScarLib.volume import Volume4D
 
     affine = np.array([[0, 0, 8.0, -20], [1.4, 0, 0, -60], [0, -1.4, 0, 50], [0, 0, 0, 1]])
     cine = Volume4D(np.arange(4 * 3 * 10 * 12, dtype=np.int16).reshape(4, 3, 10, 12), affine, 50.0)

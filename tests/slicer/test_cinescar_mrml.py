@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "slicer_extension" / "CineScar"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from CineScarLib import mrml  # noqa: E402
-from CineScarLib.nifti import Volume4D, nifti_bytes, read_nifti  # noqa: E402
+from CineScarLib import mrml, scores, sequences  # noqa: E402
+from CineScarLib.volume import Volume4D  # noqa: E402
+from CineScarLib.volumefile import readVolume4D, volume4DBytes  # noqa: E402
 
 
 def oblique_affine(spacing=(1.5, 1.5, 8.0), origin=(-60.0, 40.0, 75.0)) -> np.ndarray:
@@ -40,7 +41,7 @@ def oblique_affine(spacing=(1.5, 1.5, 8.0), origin=(-60.0, 40.0, 75.0)) -> np.nd
 
 
 def matrix_of(node) -> np.ndarray:
-    return mrml.affineFromVolumeNode(node)
+    return sequences.affineFromVolumeNode(node)
 
 
 @pytest.fixture
@@ -95,12 +96,12 @@ def test_cine_and_attention_sequences(scene, cine, attention) -> None:
 def test_attention_follows_a_slicer_cine_with_more_items(scene, cine, attention) -> None:
     """A cine loaded in Slicer with 12 frames (other index values): the overlay picks the same cycle fraction."""
     doubled = Volume4D(np.repeat(cine.array, 2, axis=0), cine.affine, cine.phase_interval_ms / 2)
-    seq = mrml.createVolumeSequence(doubled, "DICOM cine", scene, indexValues=[str(17 + 21.25 * i) for i in range(12)])
-    browser = mrml.createBrowser(seq, "DICOM browser", scene)
+    seq = sequences.createVolumeSequence(doubled, "DICOM cine", scene, indexValues=[str(17 + 21.25 * i) for i in range(12)])
+    browser = sequences.createBrowser(seq, "DICOM browser", scene)
     nodes = mrml.loadDetection(RESULT, attention, cineSequence=seq, browser=browser, scene=scene)
     assert nodes.attentionSequence.GetNumberOfDataNodes() == 12
-    assert mrml.phaseMapping(12, 6) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    assert mrml.phaseMapping(4, 6) == [0, 1, 3, 4]
+    assert sequences.phaseMapping(12, 6) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert sequences.phaseMapping(4, 6) == [0, 1, 3, 4]
     for item in range(12):
         browser.SetSelectedItemNumber(item)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(nodes.attentionProxy), attention.array[item // 2])
@@ -131,7 +132,7 @@ def test_overlay_display(scene, cine, attention) -> None:
 
 def test_score_table_and_chart(scene, cine, attention) -> None:
     nodes = mrml.loadDetection(RESULT, attention, cine=cine, scene=scene, reviewerLabels=[0, 1, None, 1])
-    rows = mrml.tableRows(nodes.table)
+    rows = scores.tableRows(nodes.table)
     assert [r["slice"] for r in rows] == [0, 1, 2, 3]
     assert [r["probability"] for r in rows] == [0.1, 0.62, None, 0.5]
     assert [r["predicted"] for r in rows] == ["no scar", "scar", "", "scar"]
@@ -139,17 +140,17 @@ def test_score_table_and_chart(scene, cine, attention) -> None:
     positions = [r["position_mm"] for r in rows]
     assert np.diff(positions) == pytest.approx([8.0, 8.0, 8.0], abs=0.02)  # along the slice normal
     assert nodes.table.GetColumnTitle("probability") == "Scar probability"
-    assert mrml.readReviewerLabels(nodes.table) == [0, 1, None, 1]
+    assert scores.readReviewerLabels(nodes.table) == [0, 1, None, 1]
     # the reviewer edits the table (qMRMLTableView writes the cell text)
     column = nodes.table.GetTable().GetColumnByName("reviewer")
     column.SetValue(0, "Scar")
     column.SetValue(2, " no scar ")
-    assert mrml.readReviewerLabels(nodes.table) == [1, 1, 0, 1]
+    assert scores.readReviewerLabels(nodes.table) == [1, 1, 0, 1]
     column.SetValue(3, "maybe")
     with pytest.raises(ValueError, match="'maybe' in row 3 is not a slice label"):
-        mrml.readReviewerLabels(nodes.table)
-    mrml.setReviewerLabels(nodes.table, [None, None, 0, 1])
-    assert mrml.readReviewerLabels(nodes.table) == [None, None, 0, 1]
+        scores.readReviewerLabels(nodes.table)
+    scores.setReviewerLabels(nodes.table, [None, None, 0, 1])
+    assert scores.readReviewerLabels(nodes.table) == [None, None, 0, 1]
 
     chart = nodes.chart
     assert chart.GetNumberOfPlotSeriesNodes() == 2
@@ -168,15 +169,15 @@ def test_jump_to_slice_through_the_slice_centre(scene, cine, attention) -> None:
     red = next(n for n in (slice_nodes.GetItemAsObject(i) for i in range(slice_nodes.GetNumberOfItems()))
                if n.GetLayoutName() == "Red")
     for row in (0, 3, 1):
-        centre = mrml.sliceCenterFromTable(nodes.table, row)
+        centre = scores.sliceCenterFromTable(nodes.table, row)
         np.testing.assert_allclose(centre, cine.slice_center_ras(row))
-        mrml.jumpToSlice(centre, scene)
+        scores.jumpToSlice(centre, scene)
         m = red.GetSliceToRAS()
         normal = np.array([m.GetElement(r, 2) for r in range(3)])
         origin = np.array([m.GetElement(r, 3) for r in range(3)])
         assert abs(np.dot(np.asarray(centre) - origin, normal)) < 1e-6  # the red plane passes through the centre
         assert abs(abs(np.dot(normal, cine.slice_normal())) - 1) < 1e-6  # and is the short-axis plane
-    assert mrml.sliceCenterFromTable(nodes.table, 99) is None
+    assert scores.sliceCenterFromTable(nodes.table, 99) is None
 
 
 def node_census(scene) -> dict:
@@ -194,8 +195,8 @@ def test_removing_a_result_leaves_the_scene_as_it_was(scene, cine, attention) ->
     assert node_census(scene) == before
 
     # a cine of the user's (e.g. from the DICOM browser): only the overlay, table and chart go
-    seq = mrml.createVolumeSequence(cine, "user cine", scene)
-    browser = mrml.createBrowser(seq, "user browser", scene)
+    seq = sequences.createVolumeSequence(cine, "user cine", scene)
+    browser = sequences.createBrowser(seq, "user browser", scene)
     with_user_cine = node_census(scene)
     nodes = mrml.loadDetection(RESULT, attention, cineSequence=seq, browser=browser, scene=scene)
     assert browser.GetNumberOfSynchronizedSequenceNodes() == 1
@@ -206,36 +207,37 @@ def test_removing_a_result_leaves_the_scene_as_it_was(scene, cine, attention) ->
 
 
 def test_slicer_sequence_to_nifti_for_upload(scene, cine, tmp_path) -> None:
-    seq = mrml.createVolumeSequence(cine, "from DICOM", scene)
-    vol = mrml.volume4DFromSequence(seq)
+    seq = sequences.createVolumeSequence(cine, "from DICOM", scene)
+    vol = sequences.volume4DFromSequence(seq)
     np.testing.assert_array_equal(vol.array, cine.array)
     np.testing.assert_allclose(vol.affine, cine.affine, atol=1e-9)
     assert vol.phase_interval_ms == pytest.approx(42.5) and not vol.notes
     path = tmp_path / "upload.nii.gz"
-    path.write_bytes(nifti_bytes(vol))
-    img = nib.load(str(path))  # what the server (nibabel) will see
-    assert img.shape == (24, 20, 4, 6) and img.header.get_zooms()[3] == pytest.approx(42.5)
+    path.write_bytes(volume4DBytes(vol))
+    img = nib.load(str(path))  # what the server (nibabel) will see; Slicer's writer gives the time step in seconds
+    assert img.shape == (24, 20, 4, 6) and img.header.get_xyzt_units() == ("mm", "sec")
+    assert img.header.get_zooms()[3] == pytest.approx(0.0425)
     np.testing.assert_allclose(img.affine, cine.affine, atol=1e-4)
     np.testing.assert_array_equal(np.asanyarray(img.dataobj).transpose(3, 2, 1, 0), cine.array)
 
-    seconds = mrml.createVolumeSequence(cine, "seconds", scene, indexValues=[str(0.0425 * i) for i in range(6)])
+    seconds = sequences.createVolumeSequence(cine, "seconds", scene, indexValues=[str(0.0425 * i) for i in range(6)])
     seconds.SetIndexUnit("s")
-    assert mrml.volume4DFromSequence(seconds).phase_interval_ms == pytest.approx(42.5)
-    frames = mrml.createVolumeSequence(cine, "frames", scene, indexValues=[str(i) for i in range(6)])
+    assert sequences.volume4DFromSequence(seconds).phase_interval_ms == pytest.approx(42.5)
+    frames = sequences.createVolumeSequence(cine, "frames", scene, indexValues=[str(i) for i in range(6)])
     frames.SetIndexName("frame")
     frames.SetIndexUnit("")
-    unknown = mrml.volume4DFromSequence(frames)
+    unknown = sequences.volume4DFromSequence(frames)
     assert unknown.phase_interval_ms == 0 and "phase interval unknown" in unknown.notes[0]
 
     # a linear transform on the proxy moves the geometry that is uploaded
-    browser = mrml.createBrowser(seq, "b", scene)
+    browser = sequences.createBrowser(seq, "b", scene)
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     shift = np.eye(4)
     shift[:3, 3] = (5.0, -3.0, 2.0)
-    transform.SetMatrixTransformToParent(mrml.ijkToRasMatrix(shift))
+    transform.SetMatrixTransformToParent(sequences.ijkToRasMatrix(shift))
     browser.GetProxyNode(seq).SetAndObserveTransformNodeID(transform.GetID())
-    np.testing.assert_allclose(mrml.volume4DFromSequence(seq, browser).affine, shift @ cine.affine, atol=1e-9)
-    assert [s.GetName() for s, _ in mrml.findCineSequences(scene)] == ["from DICOM"]
+    np.testing.assert_allclose(sequences.volume4DFromSequence(seq, browser).affine, shift @ cine.affine, atol=1e-9)
+    assert [s.GetName() for s, _ in sequences.findCineSequences(scene)] == ["from DICOM"]
 
 
 def test_sequence_that_is_not_a_cine(scene, cine) -> None:
@@ -244,12 +246,12 @@ def test_sequence_that_is_not_a_cine(scene, cine) -> None:
     slicer.util.updateVolumeFromArray(a, cine.array[0])
     seq.SetDataNodeAtValue(a, "0")
     with pytest.raises(ValueError, match="a cine needs two or more phases"):
-        mrml.volume4DFromSequence(seq)
+        sequences.volume4DFromSequence(seq)
     b = slicer.vtkMRMLScalarVolumeNode()
     slicer.util.updateVolumeFromArray(b, cine.array[1, :3])
     seq.SetDataNodeAtValue(b, "40")
     with pytest.raises(ValueError, match="differ in size"):
-        mrml.volume4DFromSequence(seq)
+        sequences.volume4DFromSequence(seq)
 
 
 # ----------------------------------------------------------------------------- a real detection
@@ -339,19 +341,19 @@ def test_real_detection_in_the_scene(scene, real_detection) -> None:
         np.testing.assert_allclose(slicer.util.arrayFromVolume(nodes.attentionProxy), att_data[i], atol=1e-7)
     np.testing.assert_allclose(nodes.cineProxy.GetSpacing(), ref_cine.header.get_zooms()[:3], atol=1e-3)
 
-    rows = mrml.tableRows(nodes.table)
+    rows = scores.tableRows(nodes.table)
     assert len(rows) == n_k == len(det.slice_probabilities)
     for row, p in zip(rows, det.slice_probabilities, strict=True):
         assert (row["probability"] is None) == (p is None)
         if p is not None:
             assert row["probability"] == pytest.approx(p)
             assert row["predicted"] == ("scar" if p >= det.threshold else "no scar")
-    centre = mrml.sliceCenterFromTable(nodes.table, n_k - 1)
+    centre = scores.sliceCenterFromTable(nodes.table, n_k - 1)
     ijk = np.array([(cine_data.shape[3] - 1) / 2, (cine_data.shape[2] - 1) / 2, n_k - 1, 1.0])
     np.testing.assert_allclose(centre, (ref_att.affine @ ijk)[:3], atol=1e-3)
     assert nodes.attentionProxy.GetDisplayNode().GetApplyThreshold()
     assert nodes.chart.GetNthPlotSeriesNode(0).GetTableNodeID() == nodes.table.GetID()
     # the module's own reader agrees with nibabel on the server's file
-    mine = read_nifti(real_detection["attention_path"])
+    mine = readVolume4D(real_detection["attention_path"])
     np.testing.assert_allclose(mine.array, att_data, atol=0)
     np.testing.assert_allclose(mine.affine, ref_att.affine, atol=1e-5)

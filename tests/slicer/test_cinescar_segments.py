@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "slicer_extension" / "CineScar"))
 
 from CineScarLib import aha  # noqa: E402
+from CineScarLib.corrections import Correction, validate_correction  # noqa: E402
 from CineScarLib.segments import (  # noqa: E402
     BullseyeState,
     SegmentReviewError,
@@ -20,7 +21,6 @@ from CineScarLib.segments import (  # noqa: E402
     probability_rgba,
     render_bullseye,
 )
-from CineScarLib.session import Correction, validate_correction  # noqa: E402
 
 RESULT = {
     "segment_probabilities": [k / 16 for k in range(17)],

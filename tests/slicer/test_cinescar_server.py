@@ -31,10 +31,13 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import server_fixture as sf  # noqa: E402
 from CineScarLib import client as C  # noqa: E402
+from CineScarLib import errors as E  # noqa: E402
+from CineScarLib.corrections import Correction  # noqa: E402
 from CineScarLib.jobs import Job  # noqa: E402
-from CineScarLib.nifti import Volume4D, nifti_bytes, read_nifti  # noqa: E402
 from CineScarLib.resultsdb import ResultsDB  # noqa: E402
-from CineScarLib.session import Correction, ScarSession  # noqa: E402
+from CineScarLib.session import ScarSession  # noqa: E402
+from CineScarLib.volume import Volume4D  # noqa: E402
+from CineScarLib.volumefile import readVolume4D, volume4DBytes  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -146,7 +149,7 @@ def test_cancel_a_detection(env) -> None:
 
     job.start(on_progress=on_progress, on_cancelled=lambda: cancelled.append(time.monotonic()))
     start = time.monotonic()
-    with pytest.raises(C.Cancelled):
+    with pytest.raises(E.Cancelled):
         job.wait(timeout=120)
     assert cancelled and job.cancelled and cancelled[0] - start < 60
     assert session.client.info()["name"] == "ST-RAN Scar"  # the server is fine afterwards
@@ -154,28 +157,28 @@ def test_cancel_a_detection(env) -> None:
 
 def test_server_errors_in_plain_words(env) -> None:
     session = session_for(env)
-    with pytest.raises(C.NotFound) as info:
+    with pytest.raises(E.NotFound) as info:
         session.detect("no-such-study", fetch_cine=False)
     assert info.value.status == 404 and "'no-such-study' is not in the datastore" in str(info.value)
 
     image_id = session.list_studies()[0].image_id
     n = len(truth(env, image_id)["slice_labels"])
     bad = {"study_label": 1, "slice_labels": [1] * (n + 2), "source": "LGE", "reviewer": "x", "comment": ""}
-    with pytest.raises(C.RequestRejected) as info:
+    with pytest.raises(E.RequestRejected) as info:
         session.client.save_label(image_id, bad)
     assert info.value.status == 422 and "nothing was saved" in info.value.detail and f"{n} slices" in str(info.value)
-    with pytest.raises(C.NotFound, match="not in the datastore"):
+    with pytest.raises(E.NotFound, match="not in the datastore"):
         session.client.save_label("no-such-study", {"study_label": 0, "slice_labels": []})
     not_json = requests.put(f"{env.server.url}/datastore/label", params={"image": image_id, "tag": "final"},
                             files={"label": (f"{image_id}.txt", b"1", "text/plain")}, timeout=30)
-    assert C._status_error(not_json, env.server.url, "saving").status == 415
+    assert E.status_error(not_json, env.server.url, "saving").status == 415
 
-    with pytest.raises(C.RequestRejected) as info:
+    with pytest.raises(E.RequestRejected) as info:
         session.start_training({"epochs": 1})
     assert info.value.status == 422 and "at least 4 reviewed studies" in str(info.value)
-    with pytest.raises(C.RequestRejected, match="epochs must be between 1 and 1000"):
+    with pytest.raises(E.RequestRejected, match="epochs must be between 1 and 1000"):
         session.start_training({"epochs": 0})
-    with pytest.raises(C.ModelNotAvailable, match="has no 'scar_nope' model"):
+    with pytest.raises(E.ModelNotAvailable, match="has no 'scar_nope' model"):
         ScarSession(env.server.url, model="scar_nope").connect()
     assert not any(s.labeled for s in session.list_studies())  # nothing was stored by the refused requests
 
@@ -264,9 +267,9 @@ def test_cine_from_slicer_is_uploaded_and_detected(env) -> None:
     np.testing.assert_array_equal(detection.cine.array, cine.array)
     assert detection.result["study"]["phases"] == cine.phases
     # inference on an uploaded file without adding it to the datastore (POST /infer with a `file` part)
-    response = session.client.infer(file=nifti_bytes(cine), params={"mc_samples": 0})
+    response = session.client.infer(file=volume4DBytes(cine), params={"mc_samples": 0})
     assert response.result["image_id"] == "" and len(response.result["slice_probabilities"]) == cine.slices
-    assert read_nifti(response.image).array.shape == cine.array.shape
+    assert readVolume4D(response.image).array.shape == cine.array.shape
 
 
 def test_retrain_until_the_new_model_is_live(env) -> None:
@@ -280,7 +283,7 @@ def test_retrain_until_the_new_model_is_live(env) -> None:
     before = session.status.model_sha256
     # fine-tunes the served model (its architecture, old or new); a generous margin: this test is about going live
     run = session.start_training({"epochs": 1, "max_loss_increase": 10})
-    with pytest.raises(C.TrainingAlreadyRunning) as info:
+    with pytest.raises(E.TrainingAlreadyRunning) as info:
         session.start_training({"epochs": 1})
     assert info.value.status == 429
     updates = []
@@ -331,10 +334,16 @@ def test_module_self_test_against_the_server(env, monkeypatch) -> None:
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     monkeypatch.setenv("CINESCAR_TEST_SERVER_URL", env.server.url)
     monkeypatch.setenv("CINESCAR_TEST_ALLOW_WRITES", "1")
+    monkeypatch.setenv("CINESCAR_TEST_RETRAIN", "1")
     test = module.CineScarTest()
     test.messages = []
     test.test_CineScarServer()
     assert test.messages[-1] == "Server test passed"
+    steps = " | ".join(test.messages)
+    for step in ("the most likely): its slice and its outline", "Asking for the next study",
+                 "Retraining (one epoch) until the new model is live"):
+        assert step in steps, steps
+    assert "not run" not in steps and "not checked" not in steps, steps  # the whole loop ran
     sys.modules.pop("CineScar", None)
 
 
@@ -389,7 +398,7 @@ def test_client_sends_the_servers_token(tmp_path_factory):
     server = sf.start_server(sf.make_datastore(cohort, work / "datastore"), work, env={"STRAN_API_TOKEN": "t0ken"},
                              ready_headers={"Authorization": "Bearer t0ken"})
     try:
-        with pytest.raises(C.RequestRejected) as refused:
+        with pytest.raises(E.RequestRejected) as refused:
             C.MonaiLabelClient(server.url, token="").info()
         assert refused.value.status == 401 and "STRAN_API_TOKEN" in str(refused.value)
         assert "models" in C.MonaiLabelClient(server.url, token="t0ken").info()

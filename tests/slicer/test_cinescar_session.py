@@ -1,4 +1,4 @@
-"""CineScarLib.session without a server: offline queue on a refused port, validation, export, training state machine.
+"""CineScarLib.session (with .corrections, .training, .records) without a server: offline queue on a refused port, validation, export, training state machine.
 
 The same workflow against the real MONAI Label server is in test_cinescar_server.py.
 """
@@ -14,8 +14,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "slicer_extension" / "CineScar"))
 
+from CineScarLib import corrections as K  # noqa: E402
+from CineScarLib import errors as E  # noqa: E402
+from CineScarLib import records as R  # noqa: E402
 from CineScarLib import session as S  # noqa: E402
-from CineScarLib.client import ServerUnreachable  # noqa: E402
+from CineScarLib.errors import ServerUnreachable  # noqa: E402
 from CineScarLib.resultsdb import ResultsDB  # noqa: E402  (stran/resultsdb, loaded in place)
 
 
@@ -38,8 +41,8 @@ RESULT = {
 }
 
 
-def detection() -> S.Detection:
-    return S.Detection(dict(RESULT), "case_0001")
+def detection() -> R.Detection:
+    return R.Detection(dict(RESULT), "case_0001")
 
 
 def test_offline_corrections_are_kept_in_the_database(tmp_path: Path) -> None:
@@ -70,32 +73,32 @@ def test_offline_corrections_are_kept_in_the_database(tmp_path: Path) -> None:
 def test_offline_without_database_says_not_saved() -> None:
     session = S.ScarSession(refused_url())
     correction = session.make_correction(detection(), study_label=1, reviewer="dr a")
-    with pytest.raises(S.CorrectionNotSaved) as info:
+    with pytest.raises(E.CorrectionNotSaved) as info:
         session.submit_correction(correction, n_slices=3)
     assert "connection refused" in str(info.value) and "NOT saved" in str(info.value)
 
 
 def test_validation_messages() -> None:
-    ok = S.Correction("case", "1.2", 1, [1, None, 0], reviewer="me")
-    S.validate_correction(ok, 3)
-    S.validate_correction(S.Correction("case", "1.2", 1, [], reviewer="me"), 3)  # empty = not assessed
+    ok = K.Correction("case", "1.2", 1, [1, None, 0], reviewer="me")
+    K.validate_correction(ok, 3)
+    K.validate_correction(K.Correction("case", "1.2", 1, [], reviewer="me"), 3)  # empty = not assessed
     cases = [
-        (S.Correction("case", "1.2", 2, [0], reviewer="me"), "choose the study label"),
-        (S.Correction("case", "1.2", 1, [0, 1], reviewer="me"), "2 slice labels given, the study has 3"),
-        (S.Correction("case", "1.2", 1, [0, 2, 1], reviewer="me"), "slice label(s) [1]"),
-        (S.Correction("case", "1.2", 1, [0, 0, 1], reviewer=" "), "enter the reviewer's name"),
-        (S.Correction("case", "1.2", 1, [0, 0, 1], reviewer="me", source="MRI"), "source must be one of LGE, visual"),
-        (S.Correction("", "1.2", 1, [0, 0, 1], reviewer="me"), "no study"),
+        (K.Correction("case", "1.2", 2, [0], reviewer="me"), "choose the study label"),
+        (K.Correction("case", "1.2", 1, [0, 1], reviewer="me"), "2 slice labels given, the study has 3"),
+        (K.Correction("case", "1.2", 1, [0, 2, 1], reviewer="me"), "slice label(s) [1]"),
+        (K.Correction("case", "1.2", 1, [0, 0, 1], reviewer=" "), "enter the reviewer's name"),
+        (K.Correction("case", "1.2", 1, [0, 0, 1], reviewer="me", source="MRI"), "source must be one of LGE, visual"),
+        (K.Correction("", "1.2", 1, [0, 0, 1], reviewer="me"), "no study"),
     ]
     for correction, words in cases:
         with pytest.raises(ValueError, match="cannot be submitted") as info:
-            S.validate_correction(correction, 3)
+            K.validate_correction(correction, 3)
         assert words in str(info.value)
 
 
 def test_empty_slice_labels_become_not_assessed(tmp_path: Path) -> None:
     session = S.ScarSession(refused_url(), db=tmp_path / "r.sqlite")
-    correction = S.Correction("case_0001", "1.2.840.1", 1, [], reviewer="me")
+    correction = K.Correction("case_0001", "1.2.840.1", 1, [], reviewer="me")
     session.submit_correction(correction, n_slices=3)
     assert session.pending_corrections()[0].slice_labels == [None, None, None]
 
@@ -112,22 +115,22 @@ def test_export_detection_is_idempotent(tmp_path: Path) -> None:
 
 def test_database_unavailable_message() -> None:
     session = S.ScarSession(refused_url())
-    with pytest.raises(S.DatabaseUnavailable, match="No results database is set"):
+    with pytest.raises(E.DatabaseUnavailable, match="No results database is set"):
         session.export_detection(detection())
     session.set_database("/proc/definitely/not/writable/results.sqlite")
-    with pytest.raises(S.DatabaseUnavailable, match="Could not open the results database"):
+    with pytest.raises(E.DatabaseUnavailable, match="Could not open the results database"):
         _ = session.db
 
 
 def test_helpers() -> None:
-    assert S.study_score({"scar_uncertainty": {"model_sha256": "x", "entropy": 0.41, "std": 0.1}}) == 0.41
-    assert S.study_score({"scar_uncertainty": {"model_sha256": "x", "error": "unreadable"}}) is None
-    assert S.study_score({}) is None
+    assert R.study_score({"scar_uncertainty": {"model_sha256": "x", "entropy": 0.41, "std": 0.1}}) == 0.41
+    assert R.study_score({"scar_uncertainty": {"model_sha256": "x", "error": "unreadable"}}) is None
+    assert R.study_score({}) is None
     result = {"detection_id": "x1", "study": {"study_uid": ""}}
-    S.fill_study_uid(result, "upload-1")
+    R.fill_study_uid(result, "upload-1")
     assert result["study"]["study_uid"] == "image:upload-1"
     kept = {"study": {"study_uid": "1.2.3"}}
-    S.fill_study_uid(kept, "x")
+    R.fill_study_uid(kept, "x")
     assert kept["study"]["study_uid"] == "1.2.3"
     image_id = S.make_image_id("Cine: SAX 4D (DICOM) #2")
     assert image_id.startswith("Cine_SAX_4D_DICOM_2-") and len(image_id.split("-")[-1]) == 6

@@ -1,17 +1,35 @@
-"""CineScar's non-GUI library: NIfTI IO, the MONAI Label client, the review workflow and MRML building.
+"""CineScar's non-GUI library: the MONAI Label client, the review workflow, the module's logic, MRML building and
+the server's image files (read and written by Slicer's own reader). Each module is tested without the Slicer application (tests/slicer).
 
-``nifti``, ``client``, ``jobs``, ``session`` and ``segments`` need only the standard library, numpy and requests
-(they also run outside Slicer, e.g. in ``stran demo``); ``mrml`` needs ``slicer`` (Slicer, or the slicer-core
-wheel); ``resultsdb`` needs SQLAlchemy. Nothing is imported here, so importing the package costs nothing and
-needs nothing.
+What each needs:
 
-Two parts of CineScarLib have one source in the project's ``stran`` package (one implementation for the command
+- the standard library only: ``errors`` (every exception, ``is_offline``), ``cancel`` (progress callbacks,
+  ``CancelToken``, ``run_cancellable``), ``multipart``, ``jobs`` (worker threads, the panel's job slots and
+  progress view), ``panel`` (the widget's signals, enabled buttons and texts), ``database`` (the module's
+  results-database set-up), ``packages`` (SQLAlchemy or matplotlib installed after asking; it imports ``slicer``
+  only to ask and to install), ``dicom_folder``;
+- plus numpy: ``volume`` (``Volume4D``), ``records`` (server status, studies, detections), ``segments`` (with ``aha``),
+  ``selftest`` (the self-test; ``slicer`` only inside the tests that show a scene);
+- plus requests: ``client`` (the MONAI Label REST client), ``session`` (``ScarSession``: connection, studies,
+  detection, export), ``corrections`` (corrections and their offline queue) and ``training`` (retraining until
+  live), both mixins of ``ScarSession``, and ``dicom_study``. These run outside Slicer too (``stran demo``, which
+  gives the session a nibabel reader instead of ``volumefile``);
+- ``slicer`` (the application, or the slicer-core wheel): ``volumefile`` (the server's 4-D NIfTI files through
+  Slicer's sequence reader and writer), the scene: ``sequences``, ``scores``, ``mrml``, ``highlight``, and
+  ``snapshot`` (a slice view rendered offscreen), and ``logic`` (``ScarLogic``, which CineScar.py's
+  ``CineScarLogic`` extends);
+- SQLAlchemy: ``resultsdb``; matplotlib: ``report`` and ``study_report`` (the study report).
+
+Nothing is imported here, so importing the package costs nothing and needs nothing.
+
+Three parts of CineScarLib have one source in the project's ``stran`` package (one implementation for the command
 line and the module; each uses relative imports only, or none) -- the table ``FROM_PROJECT`` below:
 
 - ``CineScarLib.resultsdb`` is ``stran/resultsdb`` (a package: the results database);
-- ``CineScarLib.aha`` is ``stran/report/aha.py`` (a module: the AHA 17-segment bullseye geometry).
+- ``CineScarLib.aha`` is ``stran/report/aha.py`` (a module: the AHA 17-segment bullseye geometry);
+- ``CineScarLib.report`` is ``stran/report/render.py`` (a module: the study report page; needs matplotlib).
 
-In the built or installed extension they are real files, ``CineScarLib/resultsdb/`` and ``CineScarLib/aha.py``,
+In the built or installed extension they are real files, ``CineScarLib/resultsdb/``, ``aha.py`` and ``report.py``,
 copied from ``stran`` by ``CineScar/CMakeLists.txt``; Python finds them as usual. In a checkout of the repository
 (the module folder added to Slicer's module paths) they do not exist: the finder below loads the ``stran`` file or
 folder in place under the ``CineScarLib`` name, on first import, not before.
@@ -31,6 +49,7 @@ _REPOSITORY = _HERE.parent.parent.parent
 FROM_PROJECT = {
     __name__ + ".resultsdb": (_REPOSITORY / "stran" / "resultsdb", True, _HERE / "resultsdb"),
     __name__ + ".aha": (_REPOSITORY / "stran" / "report" / "aha.py", False, _HERE / "aha.py"),
+    __name__ + ".report": (_REPOSITORY / "stran" / "report" / "render.py", False, _HERE / "report.py"),
 }
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Progress = Callable[[float | None, str], None] | None
+from .cancel import Progress
 
 
 @dataclass

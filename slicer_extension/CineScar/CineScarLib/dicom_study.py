@@ -17,8 +17,10 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .client import CancelToken, Conflict, NotFound
-from .session import Detection, Progress, ScarSession, WorkflowError
+from .cancel import CancelToken, Progress
+from .errors import Conflict, NotFound, WorkflowError
+from .records import Detection
+from .session import ScarSession
 
 STUDY_UID_TAG = "0020,000D"
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins: SOP Instance UIDs, space-separated

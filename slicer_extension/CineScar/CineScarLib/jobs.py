@@ -1,6 +1,6 @@
 """Long work off the GUI thread: a worker thread posts events to a queue that the GUI drains.
 
-GUI-free: in Slicer a ``qt.QTimer`` calls :meth:`Job.poll` every 100-200 ms on
+GUI-free: in Slicer a ``qt.QTimer`` calls :meth:`Job.poll` (through :class:`JobSlots`) every 100-200 ms on
 the main thread, so every callback (progress, done, error) runs there and may
 touch widgets and MRML nodes. In tests and on the command line, :meth:`Job.wait`
 drives the same loop.
@@ -19,7 +19,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .client import Cancelled, CancelToken
+from .cancel import CancelToken
+from .errors import Cancelled
 
 _PROGRESS, _DONE, _ERROR, _LOG = "progress", "done", "error", "log"
 
@@ -130,3 +131,67 @@ class Job:
                 self._queue.put((_ERROR, (Cancelled("cancelled"), "")))
             else:
                 self._queue.put((_DONE, value))
+
+
+class JobSlots:
+    """A panel's worker jobs: one operation at a time, and one training that may run beside it.
+
+    The widget's timer calls :meth:`poll` until it returns False; every job callback runs there."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[bool, Job | None] = {False: None, True: None}  # training? -> its job
+
+    def running(self, training: bool = False) -> bool:
+        job = self._jobs[training]
+        return job is not None and not job.finished
+
+    def add(self, job: Job, training: bool = False) -> Job:
+        """Take ``job`` (started) into the operation or the training slot; that slot must be free."""
+        if self.running(training):
+            raise RuntimeError(f"a {'training' if training else 'job'} is still running")
+        self._jobs[training] = job
+        return job
+
+    def poll(self) -> bool:
+        """Deliver the running jobs' events on this thread; True while one still runs."""
+        for job in self._jobs.values():
+            if job is not None and not job.finished:
+                job.poll()
+        return self.running(False) or self.running(True)
+
+    def cancel(self, training: bool = False) -> bool:
+        """Cancel the slot's job, if there is one (finished or not); returns whether there was one."""
+        job = self._jobs[training]
+        if job is not None:
+            job.cancel()
+        return job is not None
+
+    def cancel_all(self) -> None:
+        self.cancel(False)
+        self.cancel(True)
+
+
+class ProgressView:
+    """A job's progress on a progress bar and a text line: Qt's QProgressBar and QLabel in the panel, anything
+    with ``setVisible``, ``setRange``, ``setValue`` and ``text`` elsewhere. ``after()`` runs when the job ended."""
+
+    def __init__(self, bar: Any, label: Any, after: Callable[[], None] | None = None) -> None:
+        self.bar, self.label, self.after = bar, label, after
+
+    def progress(self, fraction: float | None, message: str) -> None:
+        self.bar.setVisible(True)
+        if fraction is None:
+            self.bar.setRange(0, 0)  # Qt's "busy" bar
+        else:
+            self.bar.setRange(0, 100)
+            self.bar.setValue(int(round(100 * fraction)))
+        self.label.text = message
+
+    def ended(self, value: int, text: str | None = None) -> None:
+        """The job ended: the bar full (100) or empty (0), the line ``text`` if given, then ``after()``."""
+        self.bar.setRange(0, 100)
+        self.bar.setValue(value)
+        if text is not None:
+            self.label.text = text
+        if self.after is not None:
+            self.after()

@@ -16,7 +16,9 @@ Rules (docs/slicer-module.md, "Segment review"):
 * ``slice_of_segment(k)``: segments 1-6 -> the basal third, 7-12 -> the mid third, 13-16 -> the apical third, 17
   (apex) -> the most apical LV slice; within the third, the slice with the highest scar probability (the first,
   from the base, on a tie or when none has a score). A third with no slice (fewer than three LV slices) borrows the
-  LV slice nearest its centre.
+  LV slice nearest its centre. When the result has a segment map (``result["segment_map"]``: the AHA segment of
+  each myocardial pixel as the model placed it, ``CineScarLib.aha.decode_segment_map``), the candidates are the
+  slices where the map has segment ``k``, and ``segment_mask(k)`` gives its pixels there for the overlay.
 * Corrections per segment are 1 (scar), 0 (no scar) or None (not assessed); ``segment_labels()`` is the label's
   optional ``segment_labels`` (17 entries, AHA order), or None when the reader set none. As the server's label check
   (``stran/engine/labels.py``), a "no scar" study cannot have a segment labelled scar (``check``).
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .aha import N_SEGMENTS, SEGMENT_NAMES, aha_segments, segment_at, segment_ids
+from .aha import N_SEGMENTS, SEGMENT_NAMES, aha_segments, decode_segment_map, segment_at, segment_ids
 
 LEVELS = ("basal", "mid", "apical")
 LEVEL_SEGMENTS = {"basal": tuple(range(1, 7)), "mid": tuple(range(7, 13)), "apical": tuple(range(13, 17))}
@@ -78,6 +80,7 @@ class BullseyeState:
     apex_last: bool = True
     corrections: list = field(default_factory=lambda: [None] * N_SEGMENTS)
     selected: int | None = None
+    segment_map: np.ndarray | None = None  # (S, H, W): the AHA segment of each myocardial pixel, 0 elsewhere
 
     @classmethod
     def from_result(cls, result: dict, *, ijk_to_ras=None, apex_last: bool | None = None) -> BullseyeState:
@@ -93,7 +96,12 @@ class BullseyeState:
         lv = sorted({int(s) for s in lv if int(s) >= 0 and (not slices or int(s) < len(slices))})
         if apex_last is None:
             apex_last = True if ijk_to_ras is None else apex_last_from_affine(ijk_to_ras)
-        return cls(probabilities=probs, slice_probabilities=slices, lv_slices=lv, apex_last=bool(apex_last))
+        try:
+            segment_map = decode_segment_map(result["segment_map"]) if result.get("segment_map") else None
+        except ValueError:  # a map this module cannot read: review without the highlight
+            segment_map = None
+        return cls(probabilities=probs, slice_probabilities=slices, lv_slices=lv, apex_last=bool(apex_last),
+                   segment_map=segment_map)
 
     # ------------------------------------------------------------ probabilities and colours
 
@@ -182,12 +190,28 @@ class BullseyeState:
         if level == "apex":
             return order[-1]
         candidates = self.slices_of_level(level)
+        if self.segment_map is not None:  # the slices where the model placed the segment, when it did
+            candidates = [s for s in range(self.segment_map.shape[0]) if (self.segment_map[s] == k).any()] or candidates
 
         def score(s: int) -> float:
             p = self.slice_probabilities[s] if s < len(self.slice_probabilities) else None
             return -1.0 if p is None else float(p)
 
         return max(candidates, key=lambda s: (score(s), -candidates.index(s)))
+
+    def segment_mask(self, k: int) -> np.ndarray | None:
+        """The pixels to highlight for segment ``k``, ``(S, H, W)`` bool on the study's grid: the segment's
+        myocardium on the slice :meth:`slice_of_segment` shows (for 17, the apex, that slice's whole myocardium);
+        None when the result has no segment map (a network without a map head)."""
+        _segment_level(k)
+        if self.segment_map is None:
+            return None
+        mask = np.zeros(self.segment_map.shape, bool)
+        s = self.slice_of_segment(k)
+        if s is None or not 0 <= s < mask.shape[0]:
+            return mask
+        mask[s] = self.segment_map[s] > 0 if k == 17 else self.segment_map[s] == k
+        return mask
 
     def segments_of_slice(self, s: int) -> tuple:
         """The segments an LV slice shows (its level's ring; also 17 on the most apical); () for another slice."""
