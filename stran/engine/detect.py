@@ -90,9 +90,12 @@ class Detector:
         if mc_samples > 0:
             enable_mc_dropout(self.model, True)
             try:
-                batch = image.expand(mc_samples, *image.shape[1:])
-                mc = torch.sigmoid(run_model(self.model, batch, None if g is None else g.expand(mc_samples, 3))
-                                   ["study_logit"]).numpy()
+                shared = getattr(self.model, "mc_study_logits", None)  # one trunk pass for all samples, if it can
+                logits = None if shared is None or g is None else shared(image, g, mc_samples)
+                if logits is None:
+                    batch = image.expand(mc_samples, *image.shape[1:])
+                    logits = run_model(self.model, batch, None if g is None else g.expand(mc_samples, 3))["study_logit"]
+                mc = torch.sigmoid(logits).numpy()
             finally:
                 enable_mc_dropout(self.model, False)
         return det, mc

@@ -67,21 +67,34 @@ class MapDecoder(nn.Module):
             self.scar_out.linear.bias.fill_(-4.0)
 
     def forward(self, x: torch.Tensor, stages: list[torch.Tensor]) -> torch.Tensor:
+        return self.heads(x, self.pyramid(stages))
+
+    def pyramid(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """The feature pyramid, top-down over the stage outputs (no dropout: the part MC passes can share)."""
         y = None
         for i in range(len(stages) - 1, -1, -1):
             lat = self.lateral[i](stages[i])
             y = lat if y is None else lat + _upsample(y, tuple(lat.shape[-2:]))
             y = F.relu(self.norms[i](_conv_plane(self.smooth[i], y)))
+        return y
+
+    def heads(self, x: torch.Tensor, y: torch.Tensor, samples: int = 0) -> torch.Tensor:
+        """The per-pixel tissue and scar logits from the pyramid's output ``y`` and the input ``x``. ``samples`` > 0:
+        ``x`` and ``y`` are one study's and the output holds that many Monte-Carlo dropout samples, the part before
+        the first dropout computed once (the same samples as ``samples`` copies of the study would give)."""
         f = self.stem_stride
-        b, _, s, t, h, w = x.shape
+        h, w = x.shape[-2:]
         raw = space_to_depth(x, f)
         y = _upsample(y, tuple(raw.shape[-2:]))
-        hidden = self.drop(F.relu(self.pixel_hidden(torch.cat([y, raw], dim=1))))
+        hidden = F.relu(self.pixel_hidden(torch.cat([y, raw], dim=1)))
+        image = depth_to_space(raw, f, 1)
+        if samples:
+            hidden, raw = (v.expand(samples, *v.shape[1:]) for v in (hidden, raw))
+        hidden = self.drop(hidden)
         tissue = depth_to_space(self.tissue_out(hidden), f, 3)
         # the scar head reads every pixel against the wall's own signal in that slice and phase, as a reader does
         # (scar is darker than remote myocardium; the global intensity scale differs between scanners)
         p_myo = torch.sigmoid(tissue[:, 1:2]).detach()
-        image = depth_to_space(raw, f, 1)
         wall = (p_myo * image).sum(dim=(-2, -1), keepdim=True) / p_myo.sum(dim=(-2, -1), keepdim=True).clamp_min(1.0)
         relative = space_to_depth(image / wall.clamp_min(1e-3) - 1.0, f)
         scar_hidden = self.drop(F.relu(self.scar_hidden(torch.cat([hidden, raw, relative], dim=1))))

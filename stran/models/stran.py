@@ -244,6 +244,22 @@ class STNet(nn.Module):
                 maps.append(amap)
         return stages, maps
 
+    @torch.no_grad()
+    def mc_study_logits(self, x: torch.Tensor, geometry: torch.Tensor, samples: int) -> torch.Tensor | None:
+        """``samples`` Monte-Carlo dropout study logits of one study ``x`` (1, 1, S, T, H, W), as the forward pass of
+        ``samples`` copies gives them (MC dropout on), computing once what dropout does not touch: with a map head
+        and no stage dropout, the trunk and the decoder's feature pyramid are the same for every sample, so only the
+        pixel heads and the wall reader run on the batch. None when that does not hold (call the model instead)."""
+        if not self.map_head or self.layout == "paper" or any(
+                getattr(block.drop, "p", 0.0) > 0 for block in self.blocks) or x.shape[0] != 1:
+            return None
+        stages, _ = self.features(x)
+        y = self.decoder.pyramid(stages)
+        xs = x.expand(samples, *x.shape[1:])
+        logits = self.decoder.heads(x, y, samples)
+        g = geometry.expand(samples, 3)
+        return self.reader(xs, logits, aha_segment_ids(logits, g), g[:, 2])["study_logit"]
+
     def forward(self, x: torch.Tensor, geometry: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``geometry`` (B, 3): the anterior direction and slice order of each study (``stran.engine.tensor_cache.
         study_geometry``); with a map head it places the AHA segments and adds ``segment_logits``."""
