@@ -142,6 +142,17 @@ class BatchNorm6d(nn.BatchNorm3d):
         return y.view(b, t, s, h, w, c).permute(0, 5, 2, 1, 3, 4)
 
 
+def conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, computed by oneDNN when ``x`` is a CPU float batch of one: PyTorch's heuristic sends such a
+    3-D convolution with a 3 x 3 in-plane kernel to its reference kernel (``slow_conv3d``), 14x slower here for
+    (1, 16, 22, 16, 16) (docs/models.md, "Batch 1 and oneDNN"). Same values up to float rounding; autograd works."""
+    if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple) and torch.backends.mkldnn.is_available()):
+        return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
+                                        conv.groups)
+    return conv(x)
+
+
 def circular_pad_phases(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Circular padding of the phases of a canonical (B, C, S, T, H, W) tensor, as one ``cat`` on its memory.
 

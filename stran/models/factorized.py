@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import circular_pad_phases, phase_fold, phase_unfold, pool_hw, time_unview
+from .common import circular_pad_phases, conv3d, phase_fold, phase_unfold, pool_hw, time_unview
 
 TEMPORAL_MODES = ("depthwise", "full")
 
@@ -84,7 +84,7 @@ class PaperSpatialConv(nn.Module):
         # padded memory (B, T + 2p, H*W, C) viewed as the channels_last_3d (B, C, T + 2p, H, W) conv3d wants
         v = circular_pad_phases(x, self.pad_t).view(b, t + 2 * self.pad_t, h, w, c).permute(0, 4, 1, 2, 3)
         # with a batch of 1 oneDNN may hand back a contiguous tensor: keep the channels-last layout the next layers use
-        return self.conv(v).contiguous(memory_format=torch.channels_last_3d).unsqueeze(2)
+        return conv3d(self.conv, v).contiguous(memory_format=torch.channels_last_3d).unsqueeze(2)
 
 
 class FactorizedConv4d(nn.Module):
