@@ -8,10 +8,12 @@ PYTHON ?= python3.11
 export OMP_WAIT_POLICY ?= PASSIVE
 VENV := .venv
 SVENV := .venv-slicer
+PVENV := .venv-peer
 PY := $(VENV)/bin/python
 SPY := $(SVENV)/bin/python
+PPY := $(PVENV)/bin/python
 
-.PHONY: setup setup-pacs demo serve test test-server test-slicer test-quick lint bench demo-model compare bound sample-data clean-venvs
+.PHONY: setup setup-pacs demo serve test test-server test-slicer test-quick lint bench setup-peer bench-peer demo-model compare bound sample-data clean-venvs
 
 setup: $(VENV)/.stamp $(SVENV)/.stamp
 
@@ -27,6 +29,14 @@ $(VENV)/.stamp: requirements/server.lock pyproject.toml stran/setup_env.py
 # Slicer test stack: slicer-core (Slicer's MRML classes) needs numpy 2.
 $(SVENV)/.stamp: requirements/slicer.lock stran/setup_env.py
 	@$(PYTHON) stran/setup_env.py $(SVENV) requirements/slicer.lock
+	@touch $@
+
+# Optional, not part of `setup`/`test`: the authors' TensorFlow ST-RAN (TensorFlow CPU 2.21 + legacy Keras 2) for
+# `make bench-peer`. Only numpy and TensorFlow (training/peer_tf.py runs there); the project is not installed.
+setup-peer: $(PVENV)/.stamp
+
+$(PVENV)/.stamp: requirements/peer.lock stran/setup_env.py
+	@$(PYTHON) stran/setup_env.py $(PVENV) requirements/peer.lock
 	@touch $@
 
 # Debian's Orthanc with its DICOMweb plugin, the PACS the tests start (stran/pacs/orthanc.py; they skip, saying what
@@ -77,6 +87,12 @@ bench: $(VENV)/.stamp setup-pacs
 	$(PY) training/bench_preprocess.py
 	$(PY) training/bench_pacs.py
 
+# Ours against the authors' TensorFlow ST-RAN, same inputs and threads, alternating rounds (docs/models.md,
+# "Against the authors' TensorFlow"): 1 thread, then 2.
+bench-peer: setup-peer $(VENV)/.stamp
+	$(PY) training/bench_peer.py --threads 1 --peer-python $(PPY) --profile
+	$(PY) training/bench_peer.py --threads 2 --peer-python $(PPY)
+
 # The shipped demo model (apps/stran/model/pretrained_scar.pt + MODEL_CARD.md) and the paper's comparison.
 demo-model: $(VENV)/.stamp
 	$(PY) training/train_demo_model.py
@@ -92,4 +108,4 @@ bound: $(VENV)/.stamp
 	$(PY) training/bound.py
 
 clean-venvs:
-	rm -rf $(VENV) $(SVENV)
+	rm -rf $(VENV) $(SVENV) $(PVENV)
