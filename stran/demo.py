@@ -257,9 +257,9 @@ def run(args: argparse.Namespace) -> int:
                 outcome = session.submit_correction(correction)
                 print(f"    {image_id}: study label {label['study_label']}, {outcome.message}")
 
-        with step("Ask for the next study (active learning: most uncertain under MC dropout)"):
-            next_id = session.next_study("most_uncertain")
-            print(f"    next study to review: {next_id}")
+        with step("Ask for the next study (active learning: random, the best strategy on phantoms)"):
+            next_id = session.next_study("random")
+            print(f"    next study to review: {next_id} ({(session.last_pick or {}).get('reason', '')})")
 
         with step(f"Retrain on the reviewed studies ({args.epochs} epochs, from the served model)"):
             run_ = session.start_training({"epochs": args.epochs, "batch_size": 2})

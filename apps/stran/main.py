@@ -30,13 +30,14 @@ import tempfile
 from typing import Any
 
 from fastapi import HTTPException
-from lib.activelearning import MostUncertain
+from lib.activelearning import MostUncertain, RandomPick
 from lib.configs import ScarConfig
 from lib.datastore import ScarDatastore, check_study_upload, removed_on_refusal
 from lib.dicom_import import install_dicom_import_route
 from lib.guard import install_request_guard
 from lib.pacs_datastore import PacsDatastore
 from lib.routes import (
+    install_active_learning_route,
     install_validated_infer_route,
     install_validated_training_route,
     install_validated_upload_routes,
@@ -48,7 +49,6 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.tasks.activelearning.random import Random
 
 import stran
 from stran.models import available_models
@@ -115,7 +115,7 @@ class STRANScarApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         first = next(iter(self.configs.values()))
-        return {"most_uncertain": MostUncertain(ScarUncertaintyScoring(first)), "random": Random()}
+        return {"random": RandomPick(first), "most_uncertain": MostUncertain(ScarUncertaintyScoring(first))}
 
     def on_init_complete(self) -> None:
         super().on_init_complete()
@@ -125,6 +125,7 @@ class STRANScarApp(MONAILabelApp):
             install_validated_infer_route(self)
             install_validated_upload_routes()
             install_dicom_import_route(self)  # PUT /datastore/dicom
+            install_active_learning_route()  # the answer keeps its strategy name
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Refuse an unknown model or image with a 4xx answer before running anything."""

@@ -11,6 +11,7 @@ kept, and the decision threshold is chosen on the validation studies (Youden).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -93,9 +94,12 @@ def fit_reader(model: torch.nn.Module, train: Measured, val: Measured, *, epochs
     reader.eval()
     with torch.no_grad():
         best = (float(_loss(reader, val, all_val, weights)), copy.deepcopy(reader.state_dict()))
+    # batches of (nearly) equal size: a small remainder batch would move the batch-norm statistics every epoch
+    # (130 studies in batches of 64, 64 and 2 cost 0.07 of held-out AUC in the active-learning simulation)
+    n_batches = max(1, math.ceil(n / batch_size))
     for _ in range(epochs):
         reader.train()
-        for idx in torch.randperm(n).split(batch_size):
+        for idx in torch.randperm(n).chunk(n_batches):
             opt.zero_grad(set_to_none=True)
             _loss(reader, train, idx, weights).backward()
             opt.step()

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="stran", help="network of the zoo (see docs/models.md)")
     parser.add_argument("--model-config", default="{}", help="JSON options of the network")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="the global batch: with N processes each takes batch-size / N studies per step")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--val-split", type=float, default=0.2, help="fraction held out for validation")
     parser.add_argument("--seed", type=int, default=0)
@@ -30,14 +31,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
                         help="log scalars for TensorBoard (default folder: <out>/tensorboard)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="train as one process of a torchrun group (DDP; implied when torchrun started it)")
+    parser.add_argument("--backend", choices=("auto", "nccl", "gloo"), default="auto",
+                        help="distributed backend (auto: nccl where GPUs are, gloo on CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from stran.engine import distributed
+
+    if not (args.distributed or distributed.launched_by_torchrun()):
+        return _run(args, distributed.SINGLE)
+    try:
+        ctx = distributed.init(args.backend)
+    except distributed.DistributedSetupError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return _run(args, ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, ctx) -> int:
     from stran.engine.dataset import find_studies, split_records
     from stran.engine.trainer import TrainConfig, Trainer
     from stran.models.registry import resolve_config
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO if ctx.main else logging.WARNING, format="%(message)s")
     try:
         model_config = json.loads(args.model_config)
     except json.JSONDecodeError:
@@ -51,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc), f"{REPO / 'docs' / 'models.md'} lists the networks and their options") from None
     if args.init and not Path(args.init).is_file():
         raise UserError(f"--init checkpoint {args.init} does not exist", "give an existing checkpoint or leave --init out")
+    if args.batch_size % ctx.world_size:
+        raise UserError(f"--batch-size {args.batch_size} is the global batch and must be a multiple of the "
+                        f"{ctx.world_size} processes", "give a multiple, e.g. --batch-size "
+                        f"{ctx.world_size * max(1, args.batch_size // ctx.world_size)}")
     out = output_folder(args.out)
     records = find_studies(args.studies, labels=args.labels, require_labels=True)
     try:
@@ -71,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the options or the studies do not make a training run
         raise UserError(str(exc), "see `stran train --help`") from exc
     logger = None
-    if args.tensorboard is not None:
+    if args.tensorboard is not None and ctx.main:
         from stran.engine.tensorboard_log import TensorBoardLogger
 
         logger = TensorBoardLogger(args.tensorboard or out / "tensorboard")
@@ -81,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if logger is not None:
             logger.close()
+    if not ctx.main:
+        return 0
     print(
         f"best epoch {result.best_epoch + 1}: val loss {result.best_val_loss:.4f}, val AUC {result.best_val_auc:.3f}, "
         f"threshold {result.threshold:.3f} -> {result.best_checkpoint}"

@@ -6,6 +6,10 @@ training state is written atomically to ``state.pt``: a run that is killed
 (even mid-epoch) resumes from the last finished epoch with nothing corrupt,
 and because every epoch reseeds its own random streams, a resumed run
 reproduces an uninterrupted one.
+
+Under torchrun (``stran.engine.distributed``) the same loop runs data-parallel: each rank trains on its share of every
+global batch (``batch_size`` is the global batch), batch norm uses the group's statistics, rank 0 validates,
+decides and writes, and every rank follows its decisions.
 """
 
 from __future__ import annotations
@@ -14,26 +18,27 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from stran.atomic import atomic_path, atomic_write_text
-from stran.engine.augment import AugmentConfig, build_augmentation
+from stran.engine import distributed
+from stran.engine.augment import build_augmentation
 from stran.engine.dataset import UNKNOWN, StudyRecord, build_dataset
 from stran.engine.evaluate import map_dice
 from stran.engine.loss import LossWeights, ScarLoss, positive_weight
 from stran.engine.metrics import roc_auc, youden_threshold
-from stran.models import available_models, build_model, load_checkpoint, resolve_config, run_model, save_checkpoint
+from stran.engine.train_config import EpochStats, TrainConfig, TrainResult
+from stran.models import available_models, build_model, load_checkpoint, resolve_config, save_checkpoint
 from stran.models.registry import stored_config
-from stran.transforms.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,93 +50,34 @@ class TrainingStateMismatch(RuntimeError):
     """``out_dir`` holds a run with a different configuration: resuming it would mix two experiments."""
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (part of the resume key and stored in the checkpoint)."""
-
-    model: str = "stran"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 30
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 8
-    slice_loss_weight: float = 0.5
-    segment_loss_weight: float = 0.5
-    pixel_loss_weight: float = 1.0
-    unit_loss_weight: float = 1.0
-    refit_reader: bool = True  # networks with a map head: refit the wall reader on the frozen maps at the end
-    seed: int = 0
-    augment: bool = True
-    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    init_checkpoint: str = ""  # start from these weights (fine-tuning) instead of a random initialisation
-    num_threads: int = 2
-    time_budget_s: float = 0.0  # > 0: start no epoch that would end past this many seconds (interactive retraining)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.augment_config, dict):
-            self.augment_config = AugmentConfig(**self.augment_config)
-        if isinstance(self.preprocess, dict):
-            self.preprocess = PreprocessConfig(**self.preprocess)
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not 0 < self.lr < 1:
-            problems.append(f"lr must be in (0, 1) (got {self.lr})")
-        if self.patience < 1:
-            problems.append(f"patience must be >= 1 (got {self.patience})")
-        for name in ("slice_loss_weight", "segment_loss_weight", "pixel_loss_weight", "unit_loss_weight"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
-        if problems:
-            raise ValueError("invalid training options: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def key(self) -> str:
-        """Hash of the options that change the result (epochs excluded so a run can be extended)."""
-        d = self.to_dict()
-        d.pop("epochs")
-        d.pop("num_threads")
-        d.pop("time_budget_s")
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class EpochStats:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_auc: float
-    lr: float
-    seconds: float
-    val_scar_dice: float = float("nan")  # mean Dice of the scar map on validation slices with scar (map head only)
-
-
-@dataclass
-class TrainResult:
-    best_checkpoint: Path
-    best_epoch: int
-    best_val_loss: float
-    best_val_auc: float
-    threshold: float
-    history: list[EpochStats]
-    stopped_early: bool
-    resumed_from_epoch: int
-    initial_val_loss: float | None = None  # the starting weights' validation loss (fine-tuning), before any step
-    initial_val_auc: float | None = None
-    stopped_by_budget: bool = False
-
-
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 def _ids_digest(records: Sequence[StudyRecord]) -> str:
     return hashlib.sha256("\n".join(sorted(r.study_id for r in records)).encode()).hexdigest()
+
+
+class _RankSampler(Sampler):
+    """This rank's share of the one-process order: the same ``randperm`` of the loader's generator, padded to a
+    multiple of the group (the first studies again) and dealt round-robin, so every global batch holds the
+    studies of the one-process batch."""
+
+    def __init__(self, n: int, ctx: distributed.Dist, generator: torch.Generator) -> None:
+        self.n, self.ctx, self.generator = n, ctx, generator
+
+    def __len__(self) -> int:
+        return -(-self.n // self.ctx.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        order += order[: len(self) * self.ctx.world_size - self.n]
+        yield from order[self.ctx.rank :: self.ctx.world_size]
+
+
+def _on(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 class Trainer:
@@ -162,20 +108,50 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.cache_dir = cache_dir
         self.trained_on = trained_on
+        self._dist, self._map_head = distributed.SINGLE, False
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     # --- data -----------------------------------------------------------------
     def _loaders(self) -> tuple[Any, Any]:
-        c = self.config
+        c, ctx = self.config, self._dist
+        if c.batch_size % ctx.world_size:
+            raise ValueError(f"batch_size {c.batch_size} is the global batch: it must be a multiple of the "
+                             f"{ctx.world_size} processes")
         augment = build_augmentation(c.augment_config) if c.augment else None
-        train_ds = build_dataset(self.train_records, c.preprocess, cache_dir=self.cache_dir, augment=augment)
-        val_ds = build_dataset(self.val_records, c.preprocess, cache_dir=self.cache_dir)
+        for turn in (True, False) if ctx.active else (True,):  # one process per node fills the cache first
+            if (ctx.local_rank == 0) == turn:
+                train_ds = build_dataset(self.train_records, c.preprocess, cache_dir=self.cache_dir, augment=augment)
+                val_ds = build_dataset(self.val_records, c.preprocess, cache_dir=self.cache_dir)
+            ctx.barrier()
         self._train_ds = train_ds
         self._augment = augment
         self._generator = torch.Generator()
-        train_dl = DataLoader(train_ds, batch_size=c.batch_size, shuffle=True, num_workers=0, generator=self._generator)
+        sampler = _RankSampler(len(train_ds), ctx, self._generator) if ctx.active else None
+        train_dl = DataLoader(train_ds, batch_size=c.batch_size // ctx.world_size, shuffle=sampler is None,
+                              sampler=sampler, num_workers=0, generator=self._generator)
         val_dl = DataLoader(val_ds, batch_size=c.batch_size, shuffle=False, num_workers=0)
         return train_dl, val_dl
+
+    def _shared(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run by rank 0 alone; every rank returns its result (or raises its error)."""
+        ctx = self._dist
+        if not ctx.active:
+            return fn()
+        out = None
+        if ctx.main:
+            try:
+                out = (fn(), None)
+            except Exception as exc:  # every rank raises it, none waits for rank 0 forever
+                out = (None, exc)
+        value, error = ctx.broadcast(out)
+        if error is not None:
+            raise error
+        return value
+
+    def _forward(self, model, batch) -> dict[str, torch.Tensor]:
+        if self._map_head:
+            return model(batch["image"], batch["geometry"])
+        return model(batch["image"])
 
     def _seed_epoch(self, epoch: int) -> None:
         seed = self.config.seed * 100_003 + epoch
@@ -216,23 +192,29 @@ class Trainer:
     # --- loop -----------------------------------------------------------------
     def fit(self, *, progress: bool = True, callback: ProgressCallback | None = None) -> TrainResult:
         c = self.config
-        torch.set_num_threads(c.num_threads)
+        ctx = self._dist = distributed.current()
+        progress, callback = progress and ctx.main, callback if ctx.main else None
+        cores = (os.cpu_count() or 1) // ctx.local_world_size if ctx.device.type == "cpu" else c.num_threads
+        torch.set_num_threads(max(1, min(c.num_threads, cores)))
         torch.manual_seed(c.seed)
         started = time.perf_counter()
         model = build_model(c.model, **c.model_config)
         train_dl, val_dl = self._loaders()
-        loss_fn = self._loss()
+        loss_fn = self._loss().to(ctx.device)
         initial: tuple[float | None, float | None] = (None, None)
         if c.init_checkpoint:
             model = self._initial_weights(c.init_checkpoint)
-            loss0, probs0, y0, _ = self._validate(model, loss_fn, val_dl)  # what a new model has to beat
+        model.to(ctx.device)
+        self._map_head = bool(getattr(model, "map_head", False))
+        if c.init_checkpoint:
+            loss0, probs0, y0, _ = self._shared(lambda: self._validate(model, loss_fn, val_dl))  # what to beat
             initial = (loss0, roc_auc(y0, probs0))
         optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.lr * 0.02)
 
         start_epoch, history, stale, best_model = 0, [], 0, None
         best = {"epoch": -1, "val_loss": float("inf"), "val_auc": float("nan"), "threshold": 0.5}
-        state = self._load_state()
+        state = self._shared(self._load_state)  # rank 0 reads state.pt: nodes need not share a file system
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -241,23 +223,27 @@ class Trainer:
             history = [EpochStats(**h) for h in state["history"]]
             best_model = state["best_model"]
             # best.pt may be newer than state.pt if the run died between the two writes: rewrite it from the state
-            self._save_best(self._model_with(best_model), best)
+            if ctx.main:
+                self._save_best(self._model_with(best_model), best)
             log.info("resuming %s from epoch %d", self.out_dir, start_epoch)
         resumed_from = start_epoch
+        if ctx.active:  # data-parallel: the same start everywhere, the group's batch norm, averaged gradients
+            distributed.sync_batch_norm(model)
+            distributed.broadcast_state(model)
 
         stopped_early, out_of_time = stale >= c.patience, False
         for epoch in range(start_epoch, c.epochs):
             if stopped_early:
                 break
             if c.time_budget_s > 0 and history and epoch > start_epoch:
-                out_of_time = time.perf_counter() - started + history[-1].seconds > c.time_budget_s
+                out_of_time = self._shared(lambda: time.perf_counter() - started + history[-1].seconds > c.time_budget_s)
                 if out_of_time:
                     log.info("time budget of %.0f s reached after %d epochs", c.time_budget_s, epoch)
                     break
             t0 = time.perf_counter()
             self._seed_epoch(epoch)
             train_loss = self._train_epoch(model, optimizer, loss_fn, train_dl, epoch, progress, callback)
-            val_loss, val_probs, val_y, val_dice = self._validate(model, loss_fn, val_dl)
+            val_loss, val_probs, val_y, val_dice = self._shared(lambda: self._validate(model, loss_fn, val_dl))
             val_auc = roc_auc(val_y, val_probs)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
@@ -268,18 +254,22 @@ class Trainer:
                 best = {"epoch": epoch, "val_loss": val_loss, "val_auc": val_auc, "threshold": threshold}
                 stale = 0
                 best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                self._save_best(model, best)
+                if ctx.main:
+                    self._save_best(model, best)
             else:
                 stale += 1
             stopped_early = stale >= c.patience
-            self._save_state(model, optimizer, scheduler, epoch, best, history, stale, best_model)
-            atomic_write_text(self.out_dir / "history.json", json.dumps([dataclasses.asdict(h) for h in history], indent=1))
+            if ctx.main:
+                self._save_state(model, optimizer, scheduler, epoch, best, history, stale, best_model)
+                atomic_write_text(self.out_dir / "history.json",
+                                  json.dumps([dataclasses.asdict(h) for h in history], indent=1))
             message = (
                 f"epoch {epoch + 1}/{c.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                 f"val AUC {val_auc:.3f}" + ("" if np.isnan(val_dice) else f", val scar Dice {val_dice:.3f}")
                 + f", lr {lr:.2e}, {stats.seconds:.0f} s"
             )
-            log.info(message)
+            if ctx.main:
+                log.info(message)
             if progress:
                 tqdm.write(message)
             if callback:
@@ -287,8 +277,9 @@ class Trainer:
 
         if best["epoch"] < 0:
             raise RuntimeError("training finished without a single validated epoch")
-        if c.refit_reader and getattr(model, "map_head", False):
-            best = self.refit_reader(best_model, best, progress, callback)
+        if c.refit_reader and self._map_head:
+            best = self._shared(lambda: self.refit_reader(best_model, best, progress, callback))
+        ctx.barrier()
         return TrainResult(
             best_checkpoint=self.out_dir / BEST_FILE,
             best_epoch=best["epoch"],
@@ -338,14 +329,18 @@ class Trainer:
         )
 
     def _train_epoch(self, model, optimizer, loss_fn, loader, epoch, progress, callback) -> float:
+        """Mean training loss over the epoch's studies (all ranks'; the step callback sees rank 0's running mean)."""
         model.train()
         total, n = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress, leave=False, unit="batch")
         for step, batch in enumerate(bar):
+            batch = _on(batch, self._dist.device)
             optimizer.zero_grad(set_to_none=True)
-            out = run_model(model, batch["image"], batch["geometry"])
+            out = self._forward(model, batch)
             loss = loss_fn(out, batch)
             loss.backward()
+            if self._dist.active:
+                distributed.average_gradients(list(model.parameters()), self._dist)
             optimizer.step()
             b = batch["image"].shape[0]
             total += loss.item() * b
@@ -353,6 +348,7 @@ class Trainer:
             bar.set_postfix(loss=f"{total / n:.4f}")
             if callback:
                 callback({"event": "step", "epoch": epoch, "step": step + 1, "steps": len(loader), "loss": total / n})
+        total, n = self._dist.all_sum([total, n])
         return total / max(n, 1)
 
     @torch.no_grad()
@@ -360,16 +356,17 @@ class Trainer:
         model.eval()
         total, n, probs, ys, dice = 0.0, 0, [], [], []
         for batch in loader:
-            out = run_model(model, batch["image"], batch["geometry"])
+            batch = _on(batch, self._dist.device)
+            out = self._forward(model, batch)
             loss = loss_fn(out, batch)
             b = batch["image"].shape[0]
             total += loss.item() * b
             n += b
-            probs.append(torch.sigmoid(out["study_logit"]).numpy())
-            ys.append(batch["study_target"].numpy())
+            probs.append(torch.sigmoid(out["study_logit"]).cpu().numpy())
+            ys.append(batch["study_target"].cpu().numpy())
             has = batch["has_labels"]
             if "maps" in out and bool(has.any()):
-                dice.append(map_dice(out["maps"][has], batch["labels"][has])[0])
+                dice.append(map_dice(out["maps"][has].cpu(), batch["labels"][has].cpu())[0])
         y = np.concatenate(ys)
         p = np.concatenate(probs)
         known = y != UNKNOWN

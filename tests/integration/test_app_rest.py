@@ -184,6 +184,24 @@ def test_label_for_an_unknown_image(env):
     assert resp.status_code == 404
 
 
+def test_random_next_sample_answers_like_most_uncertain_and_is_remembered(env):
+    """``random`` (the module's default since docs/active-learning.md): an unreviewed study, a reason, the model,
+    the pick stored in the study's info; a seed makes it reproducible; nothing is scored for it."""
+    url = env["url"]
+    first = requests.post(f"{url}/activelearning/random", json={"seed": 7}, timeout=120).json()
+    objects = datastore(url)["objects"]
+    unlabelled = {i for i, o in objects.items() if "final" not in o.get("labels", {})}
+    sha = requests.get(f"{url}/info/", timeout=30).json()["models"]["scar"]["model"]["sha256"]
+    assert first["id"] in unlabelled and first["strategy"] == "random" and first["model_sha256"] == sha
+    assert first["score"] is None and first["scored"] == 0 and f"among {len(unlabelled)} studies" in first["reason"]
+    assert objects[first["id"]]["image"]["info"]["picked"]["strategy"] == "random"
+    seeded = [requests.post(f"{url}/activelearning/random", json={"seed": 7}, timeout=120).json() for _ in range(3)]
+    assert {a["id"] for a in seeded} == {first["id"]} and {a["strategy"] for a in seeded} == {"random"}
+    picks = {requests.post(f"{url}/activelearning/random", json={"seed": s}, timeout=120).json()["id"]
+             for s in range(12)}
+    assert len(picks) > 1 and picks <= unlabelled
+
+
 def test_next_sample_is_the_most_uncertain_unlabelled_study_and_scores_are_reused(env):
     url = env["url"]
     first = requests.post(f"{url}/activelearning/most_uncertain", json={}, timeout=600).json()
@@ -200,6 +218,8 @@ def test_next_sample_is_the_most_uncertain_unlabelled_study_and_scores_are_reuse
     assert picked["score"] == pytest.approx(first["score"])
     again = requests.post(f"{url}/activelearning/most_uncertain", json={}, timeout=600).json()
     assert again["id"] == first["id"] and again["scored"] == 0  # same model: nothing rescored
+    # picked twice: MONAI Label's own record of the strategies that picked it does not replace the answer's name
+    assert again["strategy"] == "most_uncertain" and "most_uncertain" in again["strategies_used"]
 
 
 @pytest.mark.parametrize(
@@ -209,6 +229,8 @@ def test_next_sample_is_the_most_uncertain_unlabelled_study_and_scores_are_reuse
         ({"lr": "fast"}, "lr"),
         ({"val_split": 1.5}, "val_split"),
         ({"network": "resnet9000"}, "network"),
+        ({"multi_gpu": True}, "processes"),  # this server has no GPU: say what multi_gpu needs
+        ({"multi_gpu": True, "processes": 2, "gpus": "zero"}, "gpus"),
     ],
 )
 def test_nonsense_training_options_get_422(env, params, words):
@@ -254,6 +276,15 @@ def test_a_retrained_model_worse_than_the_served_one_is_kept_aside(env):
     assert "the served model stays" in stats["reason"] and stats["best_val_loss"] > stats["served_val_loss"]
     assert (env["server"].app_dir / "model" / stats["kept_aside"]).is_file()
     assert served_sha(url) == old_sha
+
+
+def test_multi_gpu_training_runs_as_a_group_of_processes(env):
+    """``multi_gpu`` as MONAI Label's stock trainers have it; on this CPU server, 2 gloo processes (``processes``)."""
+    stats = retrain(env["url"], {"epochs": 1, "batch_size": 2, "multi_gpu": True, "processes": 2,
+                                 "max_loss_increase": 10})
+    assert stats["status"] == "DONE", stats
+    assert stats["processes"] == 2 and stats["global_batch"] == 2 and stats["epoch"] == 1
+    assert stats["model_sha256"] == served_sha(env["url"])
 
 
 def test_monai_label_python_client_works_too(env):

@@ -206,7 +206,10 @@ def test_submit_corrections_and_next_study(env) -> None:
     assert all(rows[c.correction_id]["sent_utc"] for c in sent)
     assert rows[sent[0].correction_id]["study_uid"] == sent[0].study_uid and sent[0].study_uid.startswith("1.2.")
 
-    nxt = session.next_study()
+    nxt = session.next_study()  # the default: random (docs/active-learning.md)
+    assert nxt in listing and nxt not in {c.image_id for c in sent}
+    assert session.last_pick["strategy"] == "random" and "at random" in session.last_pick["reason"]
+    nxt = session.next_study("most_uncertain")
     assert nxt in listing and nxt not in {c.image_id for c in sent}
     assert session.last_pick["id"] == nxt and "least sure" in session.last_pick["reason"]
     ranked = session.list_studies()  # the strategy scored the unreviewed studies: most uncertain first

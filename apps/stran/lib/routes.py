@@ -10,6 +10,9 @@ MONAI Label's own handler unchanged.
 ``label`` there to a server path; the route in front of it accepts only a JSON object of detection options.
 ``PUT /datastore/label`` and ``PUT /datastore/image`` copy the upload to a temporary file before they parse
 ``params`` and remove it only on success; the routes in front of them check ``params`` first.
+``POST /activelearning/{strategy}`` merges the study's stored info into the strategy's answer, and MONAI Label keeps
+its own per-strategy record there under the same key, ``strategy``, as the answer's strategy name: the route in
+front of it keeps the answer's name (the record goes to ``strategies_used``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
 from fastapi.routing import APIRoute
 from monailabel.config import settings
+from monailabel.endpoints.activelearning import sample
 from monailabel.endpoints.datastore import add_image, save_label
 from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.train import run_model
@@ -141,6 +145,25 @@ def install_validated_upload_routes() -> None:
                              tags=["Datastore"], summary="Save a reviewer label (validated before it is stored)"))
     _put_first(api, APIRoute(f"{prefix}/image", validated_image, methods=["PUT"], name="stran_validated_image",
                              tags=["Datastore"], summary="Upload a 4-D cine NIfTI (validated before it is stored)"))
+
+
+def install_active_learning_route() -> None:
+    from monailabel.app import app as api
+
+    async def next_sample(
+        strategy: str,
+        params: dict[str, Any] | None = None,
+        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),  # noqa: B008 - FastAPI dependency
+    ) -> Any:
+        result = sample(strategy, params, user.username)
+        if result and isinstance(result.get("strategy"), dict):  # the study's info overwrote the answer's name
+            result["strategies_used"] = result["strategy"]
+            result["strategy"] = strategy
+        return result
+
+    _put_first(api, APIRoute(f"{settings.MONAI_LABEL_API_STR}/activelearning/{{strategy}}", next_sample,
+                             methods=["POST"], name="stran_next_sample", tags=["ActiveLearning"],
+                             summary="Run an active-learning strategy to get the next study to review"))
 
 
 def _put_first(api: Any, route: APIRoute) -> None:

@@ -260,11 +260,12 @@ class MonaiLabelClient:
 
     # ---------------------------------------------------------------- active learning, training
 
-    def next_sample(self, strategy: str = "most_uncertain", params: dict | None = None, *,
+    def next_sample(self, strategy: str = "random", params: dict | None = None, *,
                     progress: Progress = None, cancel: CancelToken | None = None) -> dict | None:
         """``POST /activelearning/<strategy>``; None when nothing is left.
 
-        The app's ``most_uncertain`` first scores every unreviewed study the current model has not
+        ``random`` (the default: the best strategy in docs/active-learning.md) answers at once; the app's
+        ``most_uncertain`` first scores every unreviewed study the current model has not
         scored yet (MC dropout), which can take minutes: the inference timeout applies."""
         action = f"asking for the next study ({strategy})"
         body = {"client_id": self.client_id, **(params or {})}

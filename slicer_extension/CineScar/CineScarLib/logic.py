@@ -111,10 +111,11 @@ class ScarLogic(DatabaseMixin):
         return self.session.last_pick if self.session is not None else None
 
     def nextStudy(self, progress=None, cancel=None):
-        """(worker) The id of the most uncertain study without a label, or None."""
+        """(worker) The id of the next study to review (the server's ``random`` strategy: the best in the
+        active-learning simulation, docs/active-learning.md), or None when every study has a label."""
         if progress:
-            progress(None, "asking the server for the most uncertain study")
-        return self.requireSession().next_study("most_uncertain", progress=progress, cancel=cancel)
+            progress(None, "asking the server for the next study")
+        return self.requireSession().next_study("random", progress=progress, cancel=cancel)
 
     def retrain(self, options, progress=None, cancel=None):
         """(worker) Start training and wait until the new model is live (or the training failed)."""

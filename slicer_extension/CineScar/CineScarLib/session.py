@@ -286,7 +286,7 @@ class ScarSession(CorrectionsMixin, TrainingMixin):
 
     # ---------------------------------------------------------------- active learning
 
-    def next_study(self, strategy: str = "most_uncertain", *, progress: Progress = None,
+    def next_study(self, strategy: str = "random", *, progress: Progress = None,
                    cancel: CancelToken | None = None) -> str | None:
         """The id of the next study to review (None when every study has a label); the server's whole answer, with
         its ``reason``, is kept in ``last_pick``."""

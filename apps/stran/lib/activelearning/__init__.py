@@ -1,3 +1,4 @@
+from .random_pick import RandomPick
 from .uncertainty import MostUncertain
 
-__all__ = ["MostUncertain"]
+__all__ = ["MostUncertain", "RandomPick"]

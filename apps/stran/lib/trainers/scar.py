@@ -27,6 +27,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.trainers.lifetime import TrainingLock
 from stran.atomic import atomic_write_text, atomic_write_with
+from stran.engine import distributed
 from stran.engine.dataset import StudyRecord, split_records
 from stran.engine.labels import read_label_file
 from stran.engine.trainer import TrainConfig, Trainer
@@ -80,11 +81,33 @@ def training_options(request: dict[str, Any], defaults: dict[str, Any]) -> dict[
         problems.append(f"max_loss_increase must be between 0 and 10 (got {opts['max_loss_increase']})")
     if not MIN_LABELLED <= opts["max_studies"] <= 100000:
         problems.append(f"max_studies must be at least {MIN_LABELLED} (got {opts['max_studies']})")
+    if not 0 <= opts["processes"] <= 64:
+        problems.append(f"processes must be between 0 (one per GPU) and 64 (got {opts['processes']})")
+    gpus = opts["gpus"].replace(" ", "")
+    if gpus != "all" and not all(g.isdigit() for g in gpus.split(",")):
+        problems.append(f"gpus must be 'all' or GPU numbers such as '0,1' (got {opts['gpus']!r})")
+    if opts["multi_gpu"] and _world_size(opts) < 2 and not problems:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("multi_gpu on a server without GPUs needs processes >= 2 (CPU processes with gloo; "
+                            "each takes batch_size / processes studies per step)")
     if opts["network"] not in available_models():
         problems.append(f"network {opts['network']!r} is not in the zoo {list(available_models())}")
     if problems:
         raise ValueError("invalid training options: " + "; ".join(problems))
     return opts
+
+
+def _world_size(opts: dict[str, Any]) -> int:
+    """Processes of a multi_gpu training: ``processes``, else one per visible GPU (``gpus`` of them)."""
+    if opts["processes"]:
+        return opts["processes"]
+    import torch
+
+    if opts["gpus"].replace(" ", "") != "all":
+        return min(len(opts["gpus"].split(",")), torch.cuda.device_count())
+    return torch.cuda.device_count()
 
 
 def _finite(value: Any) -> Any:
@@ -117,6 +140,9 @@ class ScarTrainer(TrainTask):
             "time_budget_s": 45.0,
             "max_loss_increase": 0.05,
             "max_studies": 32,
+            "multi_gpu": False,  # as MONAI Label's stock trainers: one training process per GPU (torch.distributed)
+            "gpus": "all",
+            "processes": 0,  # multi_gpu: this many processes (0: one per GPU); on a CPU server, gloo processes
         }
 
     def stats(self) -> dict[str, Any]:
@@ -209,18 +235,16 @@ class ScarTrainer(TrainTask):
                 "recent_studies": recent, "replayed_studies": len(records) - recent}
         self._write_stats(base)
 
-        def progress(event: dict[str, Any]) -> None:
-            if event["event"] == "epoch":
-                base.update(epoch=event["epoch"] + 1, epochs=event["epochs"], train_loss=event["train_loss"],
-                            val_loss=event["val_loss"], val_auc=event["val_auc"], best_epoch=event["best_epoch"] + 1)
-            else:
-                base.update(epoch=event["epoch"] + 1, step=event["step"], steps=event["steps"], loss=event["loss"])
-            self._write_stats(base)
-
+        world = _world_size(opts) if opts["multi_gpu"] else 1
+        if world > 1 and config.batch_size % world:
+            config.batch_size = world * max(1, round(config.batch_size / world))  # the global batch, shared evenly
+        base.update(processes=world, global_batch=config.batch_size)
+        progress = _Progress(self.stats_path, base)
         try:
-            trainer = Trainer(config, train, val, run_dir, cache_dir=Path(self.scar_config.model_dir) / "cache",
-                              trained_on=f"datastore {datastore.name()}: {len(train)} reviewed studies")
-            result = trainer.fit(progress=False, callback=progress)
+            job = (config, train, val, run_dir, Path(self.scar_config.model_dir) / "cache",
+                   f"datastore {datastore.name()}: {len(train)} reviewed studies", progress)
+            result = _fit(*job) if world < 2 else distributed.spawn_group(world, _fit, job)
+            base = {**json.loads(self.stats_path.read_text()), **base} if world > 1 else base
             base.update(best_val_loss=result.best_val_loss, best_val_auc=result.best_val_auc,
                         served_val_loss=result.initial_val_loss, served_val_auc=result.initial_val_auc,
                         stopped_by_budget=result.stopped_by_budget, threshold=result.threshold)
@@ -242,6 +266,29 @@ class ScarTrainer(TrainTask):
         self._write_stats(base)
         logger.info("training of %s: %s", self.scar_config.name, base.get("reason") or f"published {base['published']}")
         return base
+
+
+class _Progress:
+    """The training's progress into the statistics file shown in ``/info`` (picklable: rank 0 of a multi-process
+    training writes it)."""
+
+    def __init__(self, path: Path, base: dict[str, Any]) -> None:
+        self.path, self.base = path, base
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] == "epoch":
+            self.base.update(epoch=event["epoch"] + 1, epochs=event["epochs"], train_loss=event["train_loss"],
+                             val_loss=event["val_loss"], val_auc=event["val_auc"], best_epoch=event["best_epoch"] + 1)
+        elif event["event"] == "step":
+            self.base.update(epoch=event["epoch"] + 1, step=event["step"], steps=event["steps"], loss=event["loss"])
+        atomic_write_text(self.path, json.dumps(_finite(self.base), indent=1, default=str))
+
+
+def _fit(config: TrainConfig, train: list[StudyRecord], val: list[StudyRecord], run_dir: Path, cache: Path,
+         trained_on: str, progress: _Progress) -> Any:
+    """One training (in this process, or as one rank of ``distributed.spawn_group``)."""
+    return Trainer(config, train, val, run_dir, cache_dir=cache, trained_on=trained_on).fit(progress=False,
+                                                                                           callback=progress)
 
 
 def _rejection(new_loss: float, old_loss: float | None, margin: float) -> str:
