@@ -23,13 +23,13 @@ SEED, MC = 1234, 8
 def answers() -> dict:
     from stran.engine.detect import Detector
     from stran.io import load_study
-    from stran.resources import SAMPLES
+    from stran.serve import ensure_samples
 
     torch.set_num_threads(1)
     detector = Detector(MODEL, mc_samples=MC)
     out = {"model_sha256": detector.model_info["sha256"], "seed": SEED, "mc_samples": MC, "studies": {}}
     for study_id in STUDIES:
-        study = load_study(SAMPLES / "images" / f"{study_id}.nii.gz")
+        study = load_study(ensure_samples() / "images" / f"{study_id}.nii.gz")
         torch.manual_seed(SEED)
         detection = detector.detect(study, image_id=study_id)
         r, att = detection.result, detection.attention

@@ -24,7 +24,7 @@ from stran.resources import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-STUDIES = REPO / "sample_data" / "studies"
+STUDIES = REPO / "sample_data" / "studies"  # made on first use (stran.serve.ensure_samples): a fresh clone has none
 TOLERANCE = 1e-9  # max abs weight difference in float64 (measured: 4.6e-12)
 CONFIG = {"model": "stran", "model_config": {"widths": [4, 8, 8, 16], "map_channels": 8, "dropout": 0.0},
           "epochs": 2, "batch_size": 2, "lr": 3e-3, "seed": 3, "augment": False, "refit_reader": False,
@@ -90,7 +90,9 @@ def _train(tmp: Path, name: str, cache: Path, *, processes: int, out: Path | Non
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
                      "127.0.0.1", "--master_port", str(_free_port())]
-    args = [str(script), str(STUDIES), str(out or tmp / name), str(cache), json.dumps(CONFIG), str(logs),
+    from stran.serve import ensure_samples
+
+    args = [str(script), str(ensure_samples(STUDIES)), str(out or tmp / name), str(cache), json.dumps(CONFIG), str(logs),
             str(snapshot or "-")]
     proc = subprocess.run(launcher + args, capture_output=True, text=True, timeout=240, env=_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -146,6 +148,6 @@ def test_distributed_without_torchrun_says_how_to_launch(tmp_path, capsys, monke
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["train", str(STUDIES), "--out", str(tmp_path / "run"), "--distributed"]) == 2
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--distributed"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torchrun" in err[0] and "--nproc_per_node" in err[0]
