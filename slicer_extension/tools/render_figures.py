@@ -99,17 +99,14 @@ def main(argv: list[str]) -> int:
     if args.server:
         render(args.server, args.image_id, args.out, args.scale)
         return 0
-    import server_fixture as sf
-    from test_cinescar_server import prepare_app, prerequisites_missing
+    from test_cinescar_server import prerequisites_missing, serve_phantom_cohort
 
     missing = prerequisites_missing()
     if missing:
         raise SystemExit(missing)
     with tempfile.TemporaryDirectory(prefix="cinescar-figures-") as folder:
-        work = Path(folder)
-        cohort = sf.make_phantom_cohort(work / "cohort", 6, 7)
-        print(f"model: {prepare_app(work / 'app')}")
-        server = sf.start_server(sf.make_datastore(cohort, work / "datastore"), work)
+        cohort, note, server = serve_phantom_cohort(Path(folder))
+        print(f"model: {note}")
         try:
             render(server.url, args.image_id or most_scarred_study(cohort), args.out, args.scale)
         finally:

@@ -83,9 +83,9 @@ class Detector:
         self.model.eval()
         g = None if geometry is None else torch.as_tensor(np.asarray(geometry, np.float32))[None]
         out = run_model(self.model, image, g)
-        det = {k: v.float().numpy()[0] for k, v in out.items() if k != "maps"}
-        if "maps" in out and g is not None:
-            det["segment_ids"] = myocardial_segments(out["maps"], g).numpy()[0]
+        det = {k: v.float().numpy()[0] for k, v in out.items() if k not in ("maps", "aha_ids")}
+        if "maps" in out and g is not None:  # the segments the forward pass placed (its aha_ids)
+            det["segment_ids"] = myocardial_segments(out["maps"], out["aha_ids"]).numpy()[0]
         mc = None
         if mc_samples > 0:
             enable_mc_dropout(self.model, True)

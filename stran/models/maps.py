@@ -160,9 +160,9 @@ def aha_segment_ids(maps: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def myocardial_segments(maps: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+def myocardial_segments(maps: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """The AHA segment (1-16) of every myocardial pixel, 0 elsewhere, ``(B, S, H, W)`` uint8: where the
-    myocardium map (mean over phases) is above one half, :func:`aha_segment_ids` as the wall reader places them."""
+    myocardium map (mean over phases) is above one half, ``ids`` (:func:`aha_segment_ids`, the forward pass's
+    ``aha_ids``: as the wall reader places them)."""
     myocardium = torch.sigmoid(maps[:, 1]).mean(dim=2) > 0.5
-    ids = aha_segment_ids(maps, geometry)
     return torch.where(myocardium, ids, torch.zeros_like(ids)).to(torch.uint8)

@@ -72,15 +72,21 @@ def prepare_app(app_dir: Path) -> str:
     return "untrained stand-in model"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def serve_phantom_cohort(work: Path):
+    """(cohort folder, model note, running server) over a fresh 6-study phantom cohort in ``work``; skips, saying
+    why, when the server's prerequisites are missing."""
     missing = prerequisites_missing()
     if missing:
         pytest.skip(missing)
-    work = tmp_path_factory.mktemp("cinescar-server")
     cohort = sf.make_phantom_cohort(work / "cohort", 6, 7)
     note = prepare_app(work / "app")
-    server = sf.start_server(sf.make_datastore(cohort, work / "datastore"), work)
+    return cohort, note, sf.start_server(sf.make_datastore(cohort, work / "datastore"), work)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cinescar-server")
+    cohort, note, server = serve_phantom_cohort(work)
     state = types.SimpleNamespace(server=server, cohort=cohort, work=work, db=work / "results.sqlite", model=note)
     yield state
     state.server.stop()

@@ -13,7 +13,6 @@ phantom's true myocardium.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -32,20 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from CineScarLib import mrml, snapshot  # noqa: E402
 from CineScarLib.volume import Volume4D  # noqa: E402
+from test_cinescar_mrml import oblique_affine  # noqa: E402
 
 T, S, H, W = 4, 3, 48, 56
 RESULT = {"image_id": "ring", "slice_probabilities": [0.2, 0.7, 0.4], "threshold": 0.5}
 MYOCARDIUM, SCAR = 2, 4  # truth mask labels (truth/<id>.truth.json "mask_labels": 2 LV myocardium, 4 scar in it)
 
-
-def oblique_affine(spacing=(1.4, 1.4, 8.0), origin=(-60.0, 40.0, 75.0)) -> np.ndarray:
-    a, b = 0.5, -0.7
-    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    aff = np.eye(4)
-    aff[:3, :3] = (ry @ rx) * np.asarray(spacing)
-    aff[:3, 3] = origin
-    return aff
 
 
 def ring_phantom() -> tuple[Volume4D, Volume4D]:
@@ -60,7 +51,7 @@ def ring_phantom() -> tuple[Volume4D, Volume4D]:
         att[t, :, ring & (cols >= 34)] = 0.9
         att[t, :, ring & (cols <= 22)] = 0.1
     cine[:, :, 2:6, 2:10] = 400  # a dim marker at the top left: the picture is not flipped
-    affine = oblique_affine()
+    affine = oblique_affine(spacing=(1.4, 1.4, 8.0))
     return Volume4D(cine, affine, 40.0), Volume4D(att, affine, 40.0)
 
 
@@ -206,17 +197,10 @@ def test_png_is_written_atomically_and_reads_back(ring, tmp_path) -> None:
 @pytest.fixture(scope="module")
 def detected(tmp_path_factory):
     """One server over a fresh phantom cohort; the scar study with the most scar detected through ScarSession."""
-    import server_fixture as sf
     from CineScarLib.session import ScarSession
-    from test_cinescar_server import prepare_app, prerequisites_missing
+    from test_cinescar_server import serve_phantom_cohort
 
-    missing = prerequisites_missing()
-    if missing:
-        pytest.skip(missing)
-    work = tmp_path_factory.mktemp("cinescar-snapshot")
-    cohort = sf.make_phantom_cohort(work / "cohort", 6, 7)
-    note = prepare_app(work / "app")
-    server = sf.start_server(sf.make_datastore(cohort, work / "datastore"), work)
+    cohort, note, server = serve_phantom_cohort(tmp_path_factory.mktemp("cinescar-snapshot"))
     try:
         scarred = {}
         for truth_file in sorted((cohort / "truth").glob("*.truth.json")):
