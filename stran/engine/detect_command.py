@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from stran.engine.cohort import Job
 from stran.errors import UserError, output_folder
 from stran.resources import DEFAULT_MODEL, resolve_model
 
@@ -19,7 +20,9 @@ HELP = ("Detect scar on one or more studies (DICOM folders, 4-D NIfTI, or studie
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stran.pacs.options import add_pacs_arguments
 
-    parser.add_argument("studies", nargs="*", help="DICOM study folders, Enhanced MR files or .nii.gz studies")
+    parser.add_argument("studies", nargs="*",
+                        help="DICOM study folders, Enhanced MR files, .nii.gz studies, or cohort folders of them "
+                             "(.nii.gz files and/or DICOM study sub-folders)")
     parser.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL}; $STRAN_MODEL overrides)")
     parser.add_argument("--out", default="detections", help="output folder for <id>.json and <id>.attention.nii.gz")
     parser.add_argument("--mc-samples", type=int, default=8, help="MC-dropout passes for uncertainty (0 = off)")
@@ -28,43 +31,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write <id>.report.png and <id>.report.pdf: AHA bullseye, per-slice chart, key frames "
                              "with the map, model, SHA-256 and uncertainty (research use only)")
     parser.add_argument("--db", help="also record every result in this results database (SQLite path or URL)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes that load and preprocess studies while this one runs the network (0 = load "
+                             "here; default: 0 below 8 studies or on up to 3 cores, 1 from 4 cores, 2 from 8)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="inference threads of this process (default: the cores the workers leave, at least 1; "
+                             "$OMP_NUM_THREADS when set)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="detect again studies whose <id>.json from this model is already in --out (default: "
+                             "skip them, so a stopped run resumes)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines on stderr")
     add_pacs_arguments(parser)
     parser.add_argument("--pacs-cache", help="where studies fetched from the PACS are kept (default: <out>/pacs-cache)")
     parser.add_argument("--no-store", action="store_true",
                         help="do not write the results back to the PACS (default: an SR and a SEG per study)")
 
 
-def _sources(args: argparse.Namespace, client: Any, cache: Path | None) -> tuple[list[tuple[str, Callable[[], Any]]], int]:
-    """(image id, loader) for every study asked for (PACS studies through ``client`` into ``cache``), and how many
-    were skipped (reported on stderr)."""
-    from stran.engine.dataset import NIFTI_SUFFIXES
+def _sources(args: argparse.Namespace, client: Any, cache: Path | None) -> tuple[list[Job], int]:
+    """A job for every study asked for (files, DICOM folders, the studies of cohort folders; PACS studies through
+    ``client`` into ``cache``), and how many were skipped (reported on stderr)."""
+    from stran.engine.cohort import find_studies
     from stran.io import load_study
     from stran.pacs.options import pacs_studies
 
-    jobs: list[tuple[str, Callable[[], Any]]] = []
-    skipped = 0
-    for source in args.studies:
-        if not Path(source).exists():
-            print(f"stran detect: skipped {source}: no such file or folder (give a DICOM folder, a DICOM file or a "
-                  f".nii/.nii.gz study)", file=sys.stderr)
-            skipped += 1
-            continue
-        image_id = Path(source).name
-        for suffix in NIFTI_SUFFIXES:
-            image_id = image_id.removesuffix(suffix)
-        jobs.append((image_id, lambda path=Path(source): load_study(path)))
+    jobs, skipped = find_studies(args.studies, lambda line: print(line, file=sys.stderr))
     if client is not None:
         from stran.io.import_command import progress_line
         from stran.pacs.fetch import fetch_study
 
         for uid in pacs_studies(args, client):
-            jobs.append((uid, lambda uid=uid: load_study(fetch_study(client, uid, cache, progress=progress_line))))
+            fetch = partial(fetch_study, client, uid, cache, progress=progress_line)
+            jobs.append(Job(uid, load=lambda fetch=fetch: load_study(fetch())))
     if not args.studies and client is None:
         raise UserError("no study given", "give DICOM folders or .nii.gz studies, or --dicomweb URL --study UID")
     return jobs, skipped
 
 
 def run(args: argparse.Namespace) -> int:
+    from stran.engine import cohort
+
     model = resolve_model(args.model)
     out = output_folder(args.out)
     from stran.pacs.options import pacs_client
@@ -74,62 +79,95 @@ def run(args: argparse.Namespace) -> int:
     jobs, failures = _sources(args, client, cache)
     if not jobs:
         return 1
+    mine, rank, world = cohort.rank_share(jobs)
+    label = "stran detect" + (f" (rank {rank} of {world})" if world > 1 else "")
     db = None
     if args.db:
         from stran.resultsdb import ResultsDB
 
         db = ResultsDB(args.db)
+    try:
+        tally = _detect(args, model, out, db, client, cache, mine, cohort, label, failures)
+    finally:
+        if db is not None:
+            db.close()
+    if len(jobs) > 1 or world > 1:
+        sys.stdout.flush()
+        print(tally.line(), file=sys.stderr)
+    status = 1 if tally.failed else 0
+    cohort.finish_rank(rank, world, wait=status != 0)
+    return status
 
-    from stran.atomic import atomic_write_text
+
+def _detect(args: argparse.Namespace, model: Path, out: Path, db: Any, client: Any, cache: Path | None,
+            mine: list[Job], cohort: Any, label: str, failures: int) -> Any:
+    """Skip the studies already done (resume), then detect the others; returns the run's ``Tally``."""
     from stran.engine.detect import Detector
-    from stran.io import CineLoadError, write_map
-    from stran.io.import_command import print_left_out
-    from stran.pacs.client import PacsAuthError, PacsError, PacsUnreachableError
 
     detector = Detector(model, mc_samples=args.mc_samples)
-    for image_id, load in jobs:
-        try:
-            study = load()
-        except (CineLoadError, PacsError) as exc:
-            if isinstance(exc, (PacsUnreachableError, PacsAuthError)):
-                raise  # the same for every study: one line
-            print(f"stran detect: skipped {image_id}: {exc}" + (f" ({exc.hint})" if isinstance(exc, PacsError) else ""),
+    todo, finished = list(mine), []
+    if not args.overwrite:
+        needs = [".attention.nii.gz"] * (not args.no_attention) + [".report.png", ".report.pdf"] * args.report
+        todo, finished = [], []
+        for job in mine:
+            result = cohort.finished_result(out, job.image_id, detector.model_info["sha256"], needs, job.path)
+            (todo.append(job) if result is None else finished.append(result))
+    if finished:
+        print(f"{label}: {len(finished)} of {len(mine)} studies already have results in {out} from this model: "
+              "skipped (--overwrite detects them again)", file=sys.stderr)
+        if db is not None:  # a run stopped between a JSON and its database row: the row is added, never twice
+            for start in range(0, len(finished), 200):
+                db.record_many(detections=finished[start:start + 200])
+    cohort.remove_stale_temporaries(out, todo)
+    workers = cohort.default_workers(len(todo)) if args.workers is None else max(0, args.workers)
+    threads = cohort.set_threads(args.threads or cohort.default_threads(workers))
+    tally = cohort.Tally(already_done=len(finished), failed=failures, workers=workers, threads=threads, label=label)
+    if todo:
+        cohort.run_cohort(todo, detector, partial(_write_outputs, args, out, db, client, cache), tally=tally,
+                          keep_pixels=args.report, with_attention=not args.no_attention or args.report,
+                          progress=not args.no_progress, debug=getattr(args, "debug", False))
+    return tally
+
+
+def _write_outputs(args: argparse.Namespace, out: Path, db: Any, client: Any, cache: Path | None, job: Job,
+                   study: Any, detection: Any, progress: Any) -> None:
+    """One study's outputs: the map and the report first, then ``<id>.json`` (its presence marks the study done
+    for a resumed run), then the database row; each file atomic. Lines through ``progress`` (around its bar)."""
+    from stran.atomic import atomic_write_text
+    from stran.io import write_map
+    from stran.io.import_command import print_left_out
+
+    image_id = job.image_id
+    report_map = detection.attention  # the report shows the map even with --no-attention (nothing else does)
+    if args.no_attention:
+        detection.attention = None
+    r = detection.result
+    if client is not None and cache is not None and study.source.startswith("dicomweb ") and not args.no_store:
+        from stran.pacs.store import store_or_say_why
+
+        r["pacs"] = store_or_say_why(client, r, study, detection.attention, cache)
+        if r["pacs"].get("error"):
+            print(f"stran detect: results of {study.study_uid} not stored on the PACS: {r['pacs']['error']}",
                   file=sys.stderr)
-            failures += 1
-            continue
-        detection = detector.detect(study, image_id=image_id, with_attention=not args.no_attention or args.report)
-        report_map = detection.attention  # the report shows the map even with --no-attention (nothing else does)
-        if args.no_attention:
-            detection.attention = None
-        r = detection.result
-        if client is not None and cache is not None and study.source.startswith("dicomweb ") and not args.no_store:
-            from stran.pacs.store import store_or_say_why
+    if detection.attention is not None:
+        write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
+    report = None
+    if args.report:
+        from stran.report.render import write_report
 
-            r["pacs"] = store_or_say_why(client, r, study, detection.attention, cache)
-            if r["pacs"].get("error"):
-                print(f"stran detect: results of {study.study_uid} not stored on the PACS: {r['pacs']['error']}",
-                      file=sys.stderr)
-        atomic_write_text(out / f"{image_id}.json", json.dumps(r, indent=1))
-        if detection.attention is not None:
-            write_map(study, detection.attention, out / f"{image_id}.attention.nii.gz")
-        if args.report:
-            from stran.report.render import write_report
-
-            report = write_report(r, study.pixels, report_map, png=out / f"{image_id}.report.png",
-                                  pdf=out / f"{image_id}.report.pdf")
-        if db is not None:
-            db.record_detection(r)  # with its pacs record, when the results were stored on the PACS
-        slices = " ".join("  - " if p is None else f"{p:.2f}" for p in r["slice_probabilities"])
-        print(f"{image_id}: {r['prediction_label']} (p={r['study_probability']:.3f}, threshold {r['threshold']:.2f}); "
-              f"slices: {slices}")
-        if r.get("pacs"):
-            print(f"    {_pacs_line(r['pacs'])}")
-        if args.report:
-            print(f"    report: {report[0]}, {report[1].name}")
-        print_left_out(study.left_out)
+        report = write_report(r, study.pixels, report_map, png=out / f"{image_id}.report.png",
+                              pdf=out / f"{image_id}.report.pdf")
+    atomic_write_text(out / f"{image_id}.json", json.dumps(r, indent=1))
     if db is not None:
-        db.close()
-    return 1 if failures else 0
+        db.record_detection(r)  # with its pacs record, when the results were stored on the PACS
+    slices = " ".join("  - " if p is None else f"{p:.2f}" for p in r["slice_probabilities"])
+    progress.write(f"{image_id}: {r['prediction_label']} (p={r['study_probability']:.3f}, threshold "
+                   f"{r['threshold']:.2f}); slices: {slices}")
+    if r.get("pacs"):
+        progress.write(f"    {_pacs_line(r['pacs'])}")
+    if report is not None:
+        progress.write(f"    report: {report[0]}, {report[1].name}")
+    print_left_out(study.left_out, write=progress.write)
 
 
 def _pacs_line(record: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from stran.errors import output_folder
@@ -50,12 +51,12 @@ def _study_folders(source: Path) -> list[Path]:
     return subs
 
 
-def print_left_out(left_out: list, limit: int = 10) -> None:
+def print_left_out(left_out: list, limit: int = 10, write: Callable[[str], object] = print) -> None:
     """One indented line per file the loader left out, with the reason (``stran import`` and ``stran detect``)."""
     for entry in left_out[:limit]:
-        print(f"    left out {entry.path}: {entry.reason}")
+        write(f"    left out {entry.path}: {entry.reason}")
     if len(left_out) > limit:
-        print(f"    ... and {len(left_out) - limit} more files left out (stran inspect lists them all)")
+        write(f"    ... and {len(left_out) - limit} more files left out (stran inspect lists them all)")
 
 
 def import_from_pacs(args: argparse.Namespace, datastore: Path) -> tuple[list[str], list[tuple[str, str]]]:

@@ -121,7 +121,8 @@ def test_detect_stores_sr_and_seg_once_and_they_read_back_as_the_json(pacs, phan
             "--db", str(db_path), "--mc-samples", "4"]
     assert main(args) == 0, capsys.readouterr().err
     first = json.loads((tmp_path / "out" / f"{uid}.json").read_text())
-    assert main(args) == 0, capsys.readouterr().err  # the same model again: the same UIDs, no second copy
+    # The same model again (--overwrite: else the result in --out counts as done): the same UIDs, no second copy.
+    assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err
     record = first["pacs"]
     assert record["url"] == pacs.dicomweb_url and record["study_uid"] == uid and record["map_kind"] == "SEG"
     client = PacsClient(pacs.dicomweb_url)
