@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from stran.engine.cohort import Job
+from stran.engine.study_list import Job
 from stran.errors import UserError, output_folder
 from stran.resources import DEFAULT_MODEL, resolve_model
 
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _sources(args: argparse.Namespace, client: Any, cache: Path | None) -> tuple[list[Job], int]:
     """A job for every study asked for (files, DICOM folders, the studies of cohort folders; PACS studies through
     ``client`` into ``cache``), and how many were skipped (reported on stderr)."""
-    from stran.engine.cohort import find_studies
+    from stran.engine.study_list import find_studies
     from stran.io import load_study
     from stran.pacs.options import pacs_studies
 
@@ -68,7 +68,7 @@ def _sources(args: argparse.Namespace, client: Any, cache: Path | None) -> tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    from stran.engine import cohort
+    from stran.engine import cohort_launch
 
     model = resolve_model(args.model)
     out = output_folder(args.out)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     jobs, failures = _sources(args, client, cache)
     if not jobs:
         return 1
-    mine, rank, world = cohort.rank_share(jobs)
+    mine, rank, world = cohort_launch.rank_share(jobs)
     label = "stran detect" + (f" (rank {rank} of {world})" if world > 1 else "")
     db = None
     if args.db:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
         db = ResultsDB(args.db)
     try:
-        tally = _detect(args, model, out, db, client, cache, mine, cohort, label, failures)
+        tally = _detect(args, model, out, db, client, cache, mine, label, failures)
     finally:
         if db is not None:
             db.close()
@@ -95,14 +95,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(tally.line(), file=sys.stderr)
     status = 1 if tally.failed else 0
-    cohort.finish_rank(rank, world, wait=status != 0)
+    cohort_launch.finish_rank(rank, world, wait=status != 0)
     return status
 
 
 def _detect(args: argparse.Namespace, model: Path, out: Path, db: Any, client: Any, cache: Path | None,
-            mine: list[Job], cohort: Any, label: str, failures: int) -> Any:
+            mine: list[Job], label: str, failures: int) -> Any:
     """Skip the studies already done (resume), then detect the others; returns the run's ``Tally``."""
+    from stran.engine import cohort
+    from stran.engine.cohort_launch import default_threads, default_workers, set_threads
     from stran.engine.detect import Detector
+    from stran.engine.study_list import finished_result, remove_stale_temporaries
 
     detector = Detector(model, mc_samples=args.mc_samples)
     todo, finished = list(mine), []
@@ -110,7 +113,7 @@ def _detect(args: argparse.Namespace, model: Path, out: Path, db: Any, client: A
         needs = [".attention.nii.gz"] * (not args.no_attention) + [".report.png", ".report.pdf"] * args.report
         todo, finished = [], []
         for job in mine:
-            result = cohort.finished_result(out, job.image_id, detector.model_info["sha256"], needs, job.path)
+            result = finished_result(out, job.image_id, detector.model_info["sha256"], needs, job.path)
             (todo.append(job) if result is None else finished.append(result))
     if finished:
         print(f"{label}: {len(finished)} of {len(mine)} studies already have results in {out} from this model: "
@@ -118,9 +121,9 @@ def _detect(args: argparse.Namespace, model: Path, out: Path, db: Any, client: A
         if db is not None:  # a run stopped between a JSON and its database row: the row is added, never twice
             for start in range(0, len(finished), 200):
                 db.record_many(detections=finished[start:start + 200])
-    cohort.remove_stale_temporaries(out, todo)
-    workers = cohort.default_workers(len(todo)) if args.workers is None else max(0, args.workers)
-    threads = cohort.set_threads(args.threads or cohort.default_threads(workers))
+    remove_stale_temporaries(out, todo)
+    workers = default_workers(len(todo)) if args.workers is None else max(0, args.workers)
+    threads = set_threads(args.threads or default_threads(workers))
     tally = cohort.Tally(already_done=len(finished), failed=failures, workers=workers, threads=threads, label=label)
     if todo:
         cohort.run_cohort(todo, detector, partial(_write_outputs, args, out, db, client, cache), tally=tally,

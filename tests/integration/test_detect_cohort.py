@@ -64,7 +64,7 @@ def no_temporaries(out: Path) -> None:
 
 
 def test_what_counts_as_a_cohort_folder(tmp_path: Path, make_study) -> None:
-    from stran.engine.cohort import cohort_members, find_studies
+    from stran.engine.study_list import cohort_members, find_studies
     from stran.io import write_dicom
 
     a, b = make_study(seed=1), make_study(seed=2)
