@@ -40,13 +40,6 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return plane_unview(F.interpolate(plane_view(x), size=size, mode="nearest"), b, s, t)
 
 
-def depth_to_space(x: torch.Tensor, factor: int, channels: int) -> torch.Tensor:
-    """(B, channels*f*f, S, T, h, w) -> (B, channels, S, T, h*f, w*f): each feature pixel's f x f patch."""
-    b, _, s, t, h, w = x.shape
-    y = x.reshape(b, channels, factor, factor, s, t, h, w).permute(0, 1, 4, 5, 6, 2, 7, 3)
-    return y.reshape(b, channels, s, t, h * factor, w * factor)
-
-
 class MapDecoder(nn.Module):
     """Feature pyramid over the stage outputs + per-patch pixel heads (see the module docstring)."""
 
@@ -81,25 +74,45 @@ class MapDecoder(nn.Module):
     def heads(self, x: torch.Tensor, y: torch.Tensor, samples: int = 0) -> torch.Tensor:
         """The per-pixel tissue and scar logits from the pyramid's output ``y`` and the input ``x``. ``samples`` > 0:
         ``x`` and ``y`` are one study's and the output holds that many Monte-Carlo dropout samples, the part before
-        the first dropout computed once (the same samples as ``samples`` copies of the study would give)."""
+        the first dropout computed once (the same samples as ``samples`` copies of the study would give).
+
+        Everything runs on the patch grid (a pixel's f x f patch as f*f channels) and goes to full resolution once,
+        at the end: the wall signal is summed over the patches' myocardium channels, and the scar head's linear
+        layer on [hidden, raw, raw / wall - 1] is taken apart into its three blocks, so that the two that only read
+        the image are computed once for every dropout sample and no concatenation is built."""
         f = self.stem_stride
+        patch = f * f
         h, w = x.shape[-2:]
-        raw = space_to_depth(x, f)
+        raw = space_to_depth(x, f)  # (B, f*f, S, T, h', w'), zero padded
         y = _upsample(y, tuple(raw.shape[-2:]))
         hidden = F.relu(self.pixel_hidden(torch.cat([y, raw], dim=1)))
-        image = depth_to_space(raw, f, 1)
         if samples:
-            hidden, raw = (v.expand(samples, *v.shape[1:]) for v in (hidden, raw))
+            hidden = hidden.expand(samples, *hidden.shape[1:])
         hidden = self.drop(hidden)
-        tissue = depth_to_space(self.tissue_out(hidden), f, 3)
+        tissue = self.tissue_out(hidden)  # (B, 3*f*f, ...): LV blood, myocardium, RV blood, f*f channels each
         # the scar head reads every pixel against the wall's own signal in that slice and phase, as a reader does
         # (scar is darker than remote myocardium; the global intensity scale differs between scanners)
-        p_myo = torch.sigmoid(tissue[:, 1:2]).detach()
-        wall = (p_myo * image).sum(dim=(-2, -1), keepdim=True) / p_myo.sum(dim=(-2, -1), keepdim=True).clamp_min(1.0)
-        relative = space_to_depth(image / wall.clamp_min(1e-3) - 1.0, f)
-        scar_hidden = self.drop(F.relu(self.scar_hidden(torch.cat([hidden, raw, relative], dim=1))))
-        scar = depth_to_space(self.scar_out(scar_hidden), f, 1)
-        return torch.cat([tissue, scar], dim=1)[..., :h, :w]
+        p_myo = torch.sigmoid(tissue[:, patch:2 * patch]).detach()
+        wall = (p_myo * raw).sum(dim=(1, -2, -1), keepdim=True) / p_myo.sum(dim=(1, -2, -1), keepdim=True).clamp_min(1.0)
+        w_hidden, w_raw, w_relative = self.scar_hidden.linear.weight.split([hidden.shape[1], patch, patch], dim=1)
+        raw_cl = _channels_last(raw)
+        from_image = F.linear(raw_cl, w_raw, self.scar_hidden.linear.bias) - w_relative.sum(dim=1)
+        from_relative = F.linear(raw_cl, w_relative)  # relative = raw / wall - 1 is linear in raw, wall per plane
+        pre = (F.linear(_channels_last(hidden), w_hidden) + from_image
+               + from_relative / _channels_last(wall.clamp_min(1e-3)))
+        scar_hidden = self.drop(F.relu(pre.permute(0, 5, 2, 1, 3, 4)))
+        b, _, s, t, hp, wp = tissue.shape
+        out = tissue.new_empty(b, 4, s, t, hp * f, wp * f)  # each head's patches written straight to their pixels
+        pixels = out.view(b, 4, s, t, hp, f, wp, f)
+        for first, logits in ((0, tissue), (3, self.scar_out(scar_hidden))):
+            c = logits.shape[1] // patch
+            pixels[:, first:first + c] = logits.reshape(b, c, f, f, s, t, hp, wp).permute(0, 1, 4, 5, 6, 2, 7, 3)
+        return out[..., :h, :w]
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Logical (B, C, S, T, H, W) -> (B, T, S, H, W, C), the memory order of a canonical tensor (as ``Pointwise``)."""
+    return x.permute(0, 3, 2, 4, 5, 1)
 
 
 def scar_probability(maps: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 N_IDS = 18  # AHA ids 0-17 on a slice (0: unused)
@@ -25,12 +24,26 @@ N_FEATURES = 13
 DARK = (0.7, 0.8, 0.9)  # a wall pixel is "dark" below these fractions of its slice's wall signal
 
 
-def _sums(values: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
-    """Per (batch, unit) weighted sums: ``values`` and ``weights`` (B, S, T, H, W), ``ids`` (B, S, H, W) unit ids."""
-    b, s, t = values.shape[:3]
-    unit = (ids + torch.arange(s, device=ids.device).view(1, s, 1, 1) * N_IDS)[:, :, None].expand(b, s, t, *ids.shape[2:])
-    out = values.new_zeros(b, n)
-    out.scatter_add_(1, unit.reshape(b, -1), (values * weights).reshape(b, -1))
+def _sums(values: torch.Tensor | None, weights: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Per (batch, unit) weighted sums: ``values`` (None: ones) and ``weights`` (B, S, T, H, W), ``ids`` (B, S, H, W)
+    unit ids. A pixel's unit is the same in every phase, so the phases are summed first (T times fewer scatters)."""
+    b, s = weights.shape[:2]
+    per_pixel = (weights if values is None else values * weights).sum(dim=2)  # (B, S, H, W)
+    unit = ids + torch.arange(s, device=ids.device).view(1, s, 1, 1) * N_IDS
+    out = weights.new_zeros(b, n)
+    out.scatter_add_(1, unit.reshape(b, -1), per_pixel.reshape(b, -1))
+    return out
+
+
+def _erode(x: torch.Tensor) -> torch.Tensor:
+    """The minimum over each pixel's 3 x 3 neighbourhood within the image (..., H, W): rows, then columns (exact;
+    a third of the time of ``-max_pool2d(-x)``, which also computes the argmax indices on the CPU)."""
+    rows = x.clone()
+    rows[..., 1:, :] = torch.minimum(rows[..., 1:, :], x[..., :-1, :])
+    rows[..., :-1, :] = torch.minimum(rows[..., :-1, :], x[..., 1:, :])
+    out = rows.clone()
+    out[..., 1:] = torch.minimum(out[..., 1:], rows[..., :-1])
+    out[..., :-1] = torch.minimum(out[..., :-1], rows[..., 1:])
     return out
 
 
@@ -63,8 +76,7 @@ class WallReader(nn.Module):
         n = s * N_IDS
         p = torch.sigmoid(maps)
         lv, wall, scar = p[:, 0], p[:, 1], p[:, 3]
-        ones = torch.ones_like(x)
-        mass = _sums(ones, wall, ids, n)  # wall pixels x phases per unit
+        mass = _sums(None, wall, ids, n)  # wall pixels x phases per unit
         safe = mass.clamp_min(1e-3)
         mean = _sums(x, wall, ids, n) / safe
         # references: the slice's and the study's wall, the slice's blood pool (weighted means over all phases)
@@ -74,8 +86,8 @@ class WallReader(nn.Module):
         per_unit = lambda v: v.repeat_interleave(N_IDS, dim=1)  # noqa: E731 - (B, S) -> (B, S*18)
         ref = slice_wall[:, :, None, None, None]
         # the wall's core (a pixel whose 3x3 neighbourhood is all wall): free of partial volume with the blood pool
-        core = -F.max_pool2d(-wall.reshape(b * s * t, 1, *x.shape[3:]), 3, stride=1, padding=1).view_as(wall)
-        core_mass = _sums(ones, core, ids, n).clamp_min(1e-3)
+        core = _erode(wall)
+        core_mass = _sums(None, core, ids, n).clamp_min(1e-3)
         core_mean = _sums(x, core, ids, n) / core_mass
         dark_share = [_sums(torch.sigmoid((k * ref - x) / (0.05 * ref.clamp_min(1e-3))), wall, ids, n) / safe
                       for k in DARK]
@@ -88,7 +100,7 @@ class WallReader(nn.Module):
         def areas(phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             pick = phase.view(b, 1, 1, 1, 1).expand(b, s, 1, *x.shape[3:])
             w1, l1 = wall.gather(2, pick), lv.gather(2, pick)
-            return _sums(torch.ones_like(w1), w1, ids, n), _sums(torch.ones_like(l1), l1, ids, n)
+            return _sums(None, w1, ids, n), _sums(None, l1, ids, n)
 
         sectors = torch.where((ids.amax(dim=(2, 3)) >= 13), 4.0, 6.0).to(x.dtype)  # (B, S): apical slices have 4
         ed_wall, ed_blood = areas(ed)
