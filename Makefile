@@ -86,6 +86,7 @@ bench: $(VENV)/.stamp setup-pacs
 	$(PY) training/bench_cli.py
 	$(PY) training/bench_preprocess.py
 	$(PY) training/bench_pacs.py
+	$(PY) training/bench_training.py
 
 # Ours against the authors' TensorFlow ST-RAN, same inputs and threads, alternating rounds (docs/models.md,
 # "Against the authors' TensorFlow"): 1 thread, then 2.

@@ -78,6 +78,18 @@ class Dist:
 
 SINGLE = Dist()
 _BN_GROUP: Any = None
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def single(device: str = "auto") -> Dist:
+    """The one-process run on ``device``: ``auto`` is the first CUDA GPU when PyTorch sees one, else the CPU."""
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {DEVICES}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DistributedSetupError(f"--device cuda, but this PyTorch ({torch.__version__}) sees no CUDA GPU: "
+                                    "train with --device cpu, or install a CUDA build of torch on a GPU machine")
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return Dist(device=torch.device("cuda", 0)) if cuda else SINGLE
 
 
 def launched_by_torchrun() -> bool:

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train as one process of a torchrun group (DDP; implied when torchrun started it)")
     parser.add_argument("--backend", choices=("auto", "nccl", "gloo"), default="auto",
                         help="distributed backend (auto: nccl where GPUs are, gloo on CPU)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where a one-process run trains (auto: the first CUDA GPU when PyTorch sees one, else "
+                             "the CPU); under torchrun each process uses its own GPU (nccl) or the CPU (gloo)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, ctx) -> int:
+    from stran.engine import distributed
     from stran.engine.dataset import find_studies, split_records
     from stran.engine.trainer import TrainConfig, Trainer
     from stran.models.registry import resolve_config
@@ -75,6 +79,11 @@ def _run(args: argparse.Namespace, ctx) -> int:
         raise UserError(f"--batch-size {args.batch_size} is the global batch and must be a multiple of the "
                         f"{ctx.world_size} processes", "give a multiple, e.g. --batch-size "
                         f"{ctx.world_size * max(1, args.batch_size // ctx.world_size)}")
+    if not ctx.active:
+        try:
+            distributed.single(args.device)
+        except distributed.DistributedSetupError as exc:
+            raise UserError(str(exc)) from None
     out = output_folder(args.out)
     records = find_studies(args.studies, labels=args.labels, require_labels=True)
     try:
@@ -91,7 +100,8 @@ def _run(args: argparse.Namespace, ctx) -> int:
             init_checkpoint=args.init,
         )
         cache = args.cache or out.parent / ".cache"
-        trainer = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)")
+        trainer = Trainer(config, train, val, out, cache_dir=cache, trained_on=f"{args.studies} ({len(train)} studies)",
+                          device=args.device)
     except ValueError as exc:  # the options or the studies do not make a training run
         raise UserError(str(exc), "see `stran train --help`") from exc
     logger = None

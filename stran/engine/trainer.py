@@ -92,7 +92,12 @@ class Trainer:
         *,
         cache_dir: str | Path | None = None,
         trained_on: str = "",
+        device: str = "auto",
     ) -> None:
+        """``device`` (``auto``, ``cpu``, ``cuda``) is where a one-process run trains (``auto``: the GPU when there
+        is one); a torchrun group's processes use their own (``stran.engine.distributed``)."""
+        if device not in distributed.DEVICES:
+            raise ValueError(f"device {device!r} is not one of {distributed.DEVICES}")
         unlabeled = [r.study_id for r in [*train_records, *val_records] if r.label is None]
         if unlabeled:
             raise ValueError(f"{len(unlabeled)} studies have no label (e.g. {unlabeled[:3]}); training needs labelled studies")
@@ -108,6 +113,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.cache_dir = cache_dir
         self.trained_on = trained_on
+        self.device = device
         self._dist, self._map_head = distributed.SINGLE, False
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -192,7 +198,8 @@ class Trainer:
     # --- loop -----------------------------------------------------------------
     def fit(self, *, progress: bool = True, callback: ProgressCallback | None = None) -> TrainResult:
         c = self.config
-        ctx = self._dist = distributed.current()
+        ctx = distributed.current()
+        ctx = self._dist = ctx if ctx.active else distributed.single(self.device)
         progress, callback = progress and ctx.main, callback if ctx.main else None
         cores = (os.cpu_count() or 1) // ctx.local_world_size if ctx.device.type == "cpu" else c.num_threads
         torch.set_num_threads(max(1, min(c.num_threads, cores)))

@@ -151,3 +151,20 @@ def test_distributed_without_torchrun_says_how_to_launch(tmp_path, capsys, monke
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--distributed"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torchrun" in err[0] and "--nproc_per_node" in err[0]
+
+
+def test_a_one_process_run_trains_where_it_is_told(tmp_path, capsys):
+    """``auto`` takes the GPU when PyTorch sees one, else the CPU; ``cuda`` without one is a one-line error."""
+    from stran.cli import main
+    from stran.engine import distributed
+
+    cuda = torch.cuda.is_available()
+    assert distributed.single("auto").device.type == ("cuda" if cuda else "cpu")
+    assert distributed.single("cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="'gpu' is not one of"):
+        distributed.single("gpu")
+    if not cuda:
+        assert main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "sees no CUDA GPU" in err[0] and "--device cpu" in err[0]
+        assert not (tmp_path / "run").exists()  # nothing written
