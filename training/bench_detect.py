@@ -25,8 +25,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--study", default=str(REPO / "sample_data" / "studies" / "images" / "PHANTOM-900000.nii.gz"))
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="keep glibc's default allocation (stran.memory is what the command line and the app use)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.malloc_default:
+        from stran.memory import keep_freed_memory
+
+        keep_freed_memory()
     from stran.engine.detect import Detector
     from stran.io import load_study
     from stran.models.stran import STNet

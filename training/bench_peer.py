@@ -240,10 +240,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="how TensorFlow runs the model (peer_tf.py); tf.function is its fastest here")
     ap.add_argument("--profile", action="store_true", help="also print the top operators of ours at batch 1")
     ap.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="ours with glibc's default allocation (stran.memory is what the command line and the app use)")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
 
     torch.set_num_threads(args.threads)
+    if not args.malloc_default:
+        from stran.memory import keep_freed_memory
+
+        keep_freed_memory()
     torch.set_num_interop_threads(args.threads)
     report: list[str] = []
 

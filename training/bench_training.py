@@ -76,6 +76,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """Train ``args.child`` for warm-up + timed epochs in this process; returns its measurements."""
     from stran.engine.dataset import find_studies
     from stran.engine.trainer import TrainConfig, Trainer
+    from stran.memory import keep_freed_memory
+
+    keep_freed_memory()  # as `stran train` (stran.cli) and the app do
 
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -51,6 +51,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 import stran
+from stran.memory import keep_freed_memory
 from stran.models import available_models
 from stran.pacs.client import Credentials, PacsClient
 
@@ -73,6 +74,7 @@ class STRANScarApp(MONAILabelApp):
     """Detect (infer), correct (labels), pick the next study (active learning) and retrain, over REST."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        keep_freed_memory()  # stran.memory: inference and training reuse freed memory instead of new page faults
         self.pretrained_dir = os.path.join(app_dir, "model")
         self.model_dir = conf.get("model_dir") or self.pretrained_dir
         os.makedirs(self.model_dir, exist_ok=True)

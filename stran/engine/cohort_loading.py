@@ -131,9 +131,11 @@ def _worker_init(_worker_id: int) -> None:
 
     from stran.cli import import_monai_lean
     from stran.lifetime import exit_with_parent
+    from stran.memory import keep_freed_memory
 
     import_monai_lean()
     exit_with_parent()
+    keep_freed_memory()
     torch.set_num_threads(1)
     nice = int(os.environ.get("STRAN_WORKER_NICE", "0") or 0)  # docs/cli.md "Cohorts": not a default (starves)
     if nice:

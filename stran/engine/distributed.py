@@ -256,8 +256,10 @@ def average_gradients(params: list[nn.Parameter], ctx: Dist) -> None:
 
 def _spawned(index: int, world_size: int, port: int, fn: Callable[..., Any], args: tuple, result_path: str) -> None:
     from stran.lifetime import exit_with_parent
+    from stran.memory import keep_freed_memory
 
     exit_with_parent()
+    keep_freed_memory()
     os.environ.update(RANK=str(index), LOCAL_RANK=str(index), WORLD_SIZE=str(world_size),
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     ctx = init()

@@ -34,6 +34,13 @@ def to_canonical(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 4, 5, 1).contiguous().permute(0, 5, 2, 1, 3, 4)
 
 
+def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
+    """Canonical tensors joined along the channels, in their channels-last memory (a canonical result). ``torch.cat``
+    on dim 1 returns a channel-major tensor, which the next ``Pointwise`` must transpose back (measured 21 ms against
+    3 ms for the map decoder's 48 channels at 10 x 20 x 16 x 16)."""
+    return torch.cat([x.permute(0, 3, 2, 4, 5, 1) for x in xs], dim=-1).permute(0, 5, 2, 1, 3, 4)
+
+
 def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, C, S, T, H, W) -> canonical (B, C*f*f, S, T, H/f, W/f): every f x f pixel patch becomes f*f channels.
 

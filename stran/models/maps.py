@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import BatchNorm6d, MCDropout, Pointwise, plane_unview, plane_view, space_to_depth
+from .common import BatchNorm6d, MCDropout, Pointwise, cat_channels, plane_unview, plane_view, space_to_depth
 
 MAP_CHANNELS = ("lv", "myocardium", "rv", "scar")
 BASAL_ORDER = (2, 1, 6, 5, 4, 3)  # 60-degree sectors counted from the RV centre towards anterior
@@ -85,7 +85,7 @@ class MapDecoder(nn.Module):
         h, w = x.shape[-2:]
         raw = space_to_depth(x, f)  # (B, f*f, S, T, h', w'), zero padded
         y = _upsample(y, tuple(raw.shape[-2:]))
-        hidden = F.relu(self.pixel_hidden(torch.cat([y, raw], dim=1)))
+        hidden = F.relu(self.pixel_hidden(cat_channels([y, raw])))
         if samples:
             hidden = hidden.expand(samples, *hidden.shape[1:])
         hidden = self.drop(hidden)
@@ -102,7 +102,7 @@ class MapDecoder(nn.Module):
                + from_relative / _channels_last(wall.clamp_min(1e-3)))
         scar_hidden = self.drop(F.relu(pre.permute(0, 5, 2, 1, 3, 4)))
         b, _, s, t, hp, wp = tissue.shape
-        out = tissue.new_empty(b, 4, s, t, hp * f, wp * f)  # each head's patches written straight to their pixels
+        out = tissue.new_empty((b, 4, s, t, hp * f, wp * f))  # each head's patches written straight to their pixels
         pixels = out.view(b, 4, s, t, hp, f, wp, f)
         for first, logits in ((0, tissue), (3, self.scar_out(scar_hidden))):
             c = logits.shape[1] // patch
