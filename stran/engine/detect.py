@@ -115,7 +115,7 @@ class Detector:
         image_id: str = "", with_attention: bool = True, mc_samples: int | None = None,
     ) -> Detection:
         """``detect`` on a study already preprocessed with this detector's ``preprocess`` configuration (``image``,
-        ``prep`` from ``preprocess_study``, e.g. in a worker process: ``stran.engine.cohort``); the study's pixels
+        ``prep`` from ``preprocess_study``, e.g. in a worker process: ``stran.engine.cohort_loading``); the study's pixels
         are not read (their shape, the geometry and the identity are)."""
         samples = self.mc_samples if mc_samples is None else int(mc_samples)
         t1 = time.perf_counter()

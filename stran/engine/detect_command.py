@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL}; $STRAN_MODEL overrides)")
     parser.add_argument("--out", default="detections", help="output folder for <id>.json and <id>.attention.nii.gz")
     parser.add_argument("--mc-samples", type=int, default=8,
-                        help="MC-dropout passes for uncertainty (0 = off: about 4x the studies per minute on a "
+                        help="MC-dropout passes for uncertainty (0 = off: about 3x the studies per minute on a "
                              "cohort; docs/cli.md 'Cohorts' says what the passes are worth)")
     parser.add_argument("--no-attention", action="store_true", help="skip writing attention maps")
     parser.add_argument("--report", action="store_true",
