@@ -14,6 +14,7 @@ import importlib
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Collection
 from importlib import metadata
 from pathlib import Path
@@ -60,6 +61,12 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _format_text(self, text: str) -> str:  # descriptions and epilogs: %-formatted only when they hold %(prog)
         return super()._format_text(_fill_model(text, percent_format="%(prog)" in text) or "")
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Wrapped at spaces only: a path such as /data/my-studies/best.pt stays whole (on a line of its own when
+        it is longer than the line), to copy from the help."""
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False,
+                             break_long_words=False)
 
 
 def version_text() -> str:

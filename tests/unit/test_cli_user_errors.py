@@ -90,6 +90,20 @@ def test_every_command_has_help_from_anywhere(command: str, elsewhere: Path, cap
         assert str(SHIPPED) in words and resources.file_sha256(SHIPPED)[:12] in words
 
 
+def test_help_keeps_a_hyphenated_model_path_whole(elsewhere: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default model's path is printed on one line, to copy, even where it holds hyphens or is wider than the
+    column (argparse's wrapping would split it at a hyphen or anywhere)."""
+    model = elsewhere / "my-models" / "a-very-long-folder-name-for-the-model" / "best-model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(SHIPPED.read_bytes())
+    monkeypatch.setenv("STRAN_MODEL", str(model))
+    monkeypatch.setenv("COLUMNS", "60")
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    assert str(model) in capsys.readouterr().out
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
