@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from stran.engine.distributed import local_cores
 from stran.engine.study_list import Job
 from stran.errors import UserError
 
@@ -57,15 +58,6 @@ def finish_rank(rank: int, world: int, *, wait: bool) -> None:
               "waiting for the other ranks", file=sys.stderr)
 
 
-def cores() -> int:
-    """CPU cores this process may use, divided among torchrun's processes on this node."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
-
-
 def default_workers(n_studies: int) -> int:
     """0 (load in this process) for a few studies and on up to 3 cores; 1 worker from 4 cores, 2 from 8.
 
@@ -74,7 +66,7 @@ def default_workers(n_studies: int) -> int:
     with the default 8 MC samples and within 15 % of the best worker setting with MC off, and it does not fall
     behind when other jobs load the machine. With more cores the network's threads leave cores to spare (not
     measured here)."""
-    n = cores()
+    n = local_cores()
     if n_studies < MIN_STUDIES_FOR_WORKERS or n < 4:
         return 0
     return 1 if n < 8 else 2
@@ -94,4 +86,4 @@ def default_threads(workers: int) -> int | None:
     when ``OMP_NUM_THREADS`` is set (torchrun sets it to 1 with several processes per node)."""
     if "OMP_NUM_THREADS" in os.environ:
         return None
-    return max(1, cores() - workers)
+    return max(1, local_cores() - workers)

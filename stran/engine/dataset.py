@@ -26,9 +26,9 @@ from monai.transforms import Compose
 
 from stran.engine.labels import LABEL_SUFFIX, N_SEGMENTS, LabelError, ScarLabel, read_label_csv, read_label_file
 from stran.io import CineLoadError
+from stran.io.nifti import NIFTI_SUFFIXES, study_id_of
 from stran.transforms.preprocess import PreprocessConfig
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 UNKNOWN = -1.0  # target for "not assessed"
 IGNORE = 255  # label-map value for "no label here"
 
@@ -42,14 +42,6 @@ class StudyRecord:
     label: ScarLabel | None = None
     meta: dict[str, str] = field(default_factory=dict, compare=False)
     mask_path: Path | None = None  # a label map on the study's grid (phantom truth masks or a reviewer's scar mask)
-
-
-def _study_id(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _image_paths(folder: Path) -> list[Path]:
@@ -92,7 +84,7 @@ def find_studies(root: str | Path, *, labels: str | Path | None = None, require_
     meta = _read_cohort_meta(root / "cohort.csv")
     records = []
     for path in paths:
-        sid = _study_id(path)
+        sid = study_id_of(path)
         label = csv_labels.get(sid)
         mask_path = None
         for d in label_dirs:

@@ -110,13 +110,15 @@ def _detect(args: argparse.Namespace, model: Path, out: Path, db: Any, client: A
     from stran.engine.study_list import finished_result, remove_stale_temporaries
 
     detector = Detector(model, mc_samples=args.mc_samples)
-    todo, finished = list(mine), []
-    if not args.overwrite:
-        needs = [".attention.nii.gz"] * (not args.no_attention) + [".report.png", ".report.pdf"] * args.report
-        todo, finished = [], []
-        for job in mine:
-            result = finished_result(out, job.image_id, detector.model_info["sha256"], needs, job.path)
-            (todo.append(job) if result is None else finished.append(result))
+    needs = [".attention.nii.gz"] * (not args.no_attention) + [".report.png", ".report.pdf"] * args.report
+    todo, finished = [], []
+    for job in mine:
+        result = None if args.overwrite else finished_result(out, job.image_id, detector.model_info["sha256"], needs,
+                                                              job.path)
+        if result is None:
+            todo.append(job)
+        else:
+            finished.append(result)
     if finished:
         print(f"{label}: {len(finished)} of {len(mine)} studies already have results in {out} from this model: "
               "skipped (--overwrite detects them again)", file=sys.stderr)

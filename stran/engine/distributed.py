@@ -92,6 +92,15 @@ def single(device: str = "auto") -> Dist:
     return Dist(device=torch.device("cuda", 0)) if cuda else SINGLE
 
 
+def local_cores() -> int:
+    """CPU cores this process may use: its affinity set, divided among torchrun's processes on this node."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
 def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARS) and int(os.environ.get("WORLD_SIZE", "1")) > 1
 

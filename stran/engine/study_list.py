@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from stran.io.load import is_dicom_file
+from stran.io.nifti import NIFTI_SUFFIXES, sidecar_path, study_id_of
+
 #: What ``stran detect`` writes per study, besides ``<id>.json`` (never a study in a cohort folder).
 OUTPUT_SUFFIXES = (".attention.nii.gz", ".report.png", ".report.pdf")
 
@@ -25,25 +27,8 @@ class Job:
     load: Callable[[], Any] | None = None
 
 
-
-def image_id_of(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
-
-
 def _is_nifti(name: str) -> bool:
     return name.endswith(NIFTI_SUFFIXES) and not name.endswith(OUTPUT_SUFFIXES) and not name.startswith(".")
-
-
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
 
 
 def _first_dicom(folder: Path, limit: int = 64) -> Path | None:
@@ -53,7 +38,7 @@ def _first_dicom(folder: Path, limit: int = 64) -> Path | None:
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name
-            if _is_dicom_file(path):
+            if is_dicom_file(path):
                 return path
             seen += 1
             if seen >= limit:
@@ -84,7 +69,7 @@ def cohort_members(folder: Path) -> list[Path] | None:
         return None
     files = [e for e in entries if e.is_file()]
     nifti = [f for f in files if _is_nifti(f.name)]
-    if any(_is_dicom_file(f) for f in files if not f.name.endswith((".nii", ".nii.gz", ".json"))):
+    if any(is_dicom_file(f) for f in files if not f.name.endswith((".nii", ".nii.gz", ".json"))):
         return None
     dicom_dirs: list[Path] = []
     uids: set[str] = set()
@@ -118,7 +103,7 @@ def find_studies(sources: Sequence[str], say: Callable[[str], object]) -> tuple[
             continue
         members = cohort_members(path) if path.is_dir() else None
         for member in members or [path]:
-            image_id = image_id_of(member)
+            image_id = study_id_of(member)
             if image_id in seen and seen[image_id].resolve() != member.resolve():
                 say(f"stran detect: skipped {member}: another study, {seen[image_id]}, has the same id {image_id} "
                     f"(their results would overwrite each other: rename one)")
@@ -136,7 +121,7 @@ def _changed_since(source: Path | None, when: float) -> bool:
         return False
     paths = [source]
     if source.name.endswith(NIFTI_SUFFIXES):
-        paths.append(source.with_name(image_id_of(source) + ".cine.json"))
+        paths.append(sidecar_path(source))
     try:
         return any(p.stat().st_mtime > when for p in paths if p.exists())
     except OSError:

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from stran.engine.evaluate import map_dice
 from stran.engine.loss import LossWeights, ScarLoss, positive_weight
 from stran.engine.metrics import roc_auc, youden_threshold
 from stran.engine.train_config import EpochStats, TrainConfig, TrainResult
-from stran.models import available_models, build_model, load_checkpoint, resolve_config, save_checkpoint
+from stran.models import available_models, build_model, load_checkpoint, resolve_config, run_model, save_checkpoint
 from stran.models.registry import stored_config
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ class Trainer:
         self.cache_dir = cache_dir
         self.trained_on = trained_on
         self.device = device
-        self._dist, self._map_head = distributed.SINGLE, False
+        self._dist = distributed.SINGLE
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     # --- data -----------------------------------------------------------------
@@ -153,11 +152,6 @@ class Trainer:
         if error is not None:
             raise error
         return value
-
-    def _forward(self, model, batch) -> dict[str, torch.Tensor]:
-        if self._map_head:
-            return model(batch["image"], batch["geometry"])
-        return model(batch["image"])
 
     def _seed_epoch(self, epoch: int) -> None:
         seed = self.config.seed * 100_003 + epoch
@@ -201,7 +195,7 @@ class Trainer:
         ctx = distributed.current()
         ctx = self._dist = ctx if ctx.active else distributed.single(self.device)
         progress, callback = progress and ctx.main, callback if ctx.main else None
-        cores = (os.cpu_count() or 1) // ctx.local_world_size if ctx.device.type == "cpu" else c.num_threads
+        cores = distributed.local_cores() if ctx.device.type == "cpu" else c.num_threads
         torch.set_num_threads(max(1, min(c.num_threads, cores)))
         torch.manual_seed(c.seed)
         started = time.perf_counter()
@@ -212,7 +206,6 @@ class Trainer:
         if c.init_checkpoint:
             model = self._initial_weights(c.init_checkpoint)
         model.to(ctx.device)
-        self._map_head = bool(getattr(model, "map_head", False))
         if c.init_checkpoint:
             loss0, probs0, y0, _ = self._shared(lambda: self._validate(model, loss_fn, val_dl))  # what to beat
             initial = (loss0, roc_auc(y0, probs0))
@@ -284,7 +277,7 @@ class Trainer:
 
         if best["epoch"] < 0:
             raise RuntimeError("training finished without a single validated epoch")
-        if c.refit_reader and self._map_head:
+        if c.refit_reader and getattr(model, "map_head", False):
             best = self._shared(lambda: self.refit_reader(best_model, best, progress, callback))
         ctx.barrier()
         return TrainResult(
@@ -343,7 +336,7 @@ class Trainer:
         for step, batch in enumerate(bar):
             batch = _on(batch, self._dist.device)
             optimizer.zero_grad(set_to_none=True)
-            out = self._forward(model, batch)
+            out = run_model(model, batch["image"], batch["geometry"])
             loss = loss_fn(out, batch)
             loss.backward()
             if self._dist.active:
@@ -364,7 +357,7 @@ class Trainer:
         total, n, probs, ys, dice = 0.0, 0, [], [], []
         for batch in loader:
             batch = _on(batch, self._dist.device)
-            out = self._forward(model, batch)
+            out = run_model(model, batch["image"], batch["geometry"])
             loss = loss_fn(out, batch)
             b = batch["image"].shape[0]
             total += loss.item() * b

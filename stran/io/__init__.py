@@ -28,6 +28,7 @@ from stran.io.study import Acquisition, CineStudy, LeftOutFile
 
 _LAZY = {
     "load_study": "stran.io.load",
+    "is_dicom_file": "stran.io.load",
     "DicomLayout": "stran.io.dicom_writer",
     "write_dicom": "stran.io.dicom_writer",
     "write_series": "stran.io.dicom_writer",
@@ -43,6 +44,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "is_dicom_file",
     "Acquisition",
     "CineStudy",
     "LeftOutFile",

@@ -56,11 +56,19 @@ def load_study(path: str | Path, *, max_bytes: int | None = None) -> CineStudy:
     try:
         return read_dicom_study(p, max_bytes=max_bytes)
     except NoCineSeriesError as exc:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-        if not (head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")):
+        if not is_dicom_file(p):
             raise UnsupportedFormatError(
                 f"{p} is neither DICOM nor NIfTI (.nii/.nii.gz): give a DICOM folder, an Enhanced MR DICOM file or a 4-D NIfTI.",
                 [str(p)],
             ) from exc
         raise
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether the file starts like DICOM: the ``DICM`` preamble, or a data set without it (group 0008 or 0002)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")

@@ -40,6 +40,7 @@ from stran.io.study import Acquisition, CineStudy
 SIDECAR_FORMAT = "stran-cine"
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".cine.json"
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # a map value is its stored uint8 count x MAP_SCALE (NIfTI scl_slope, float32): 1/255 rounded down, so that
 # count 255 reads as 1 - 6e-8 and never above 1 in float64 readers
 MAP_SCALE = float(np.nextafter(np.float32(1.0 / 255.0), np.float32(0.0)))
@@ -47,10 +48,17 @@ MAP_SCALE = float(np.nextafter(np.float32(1.0 / 255.0), np.float32(0.0)))
 
 def nifti_stem(path: str | Path) -> str:
     name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
+    for ext in NIFTI_SUFFIXES:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
+
+
+def study_id_of(path: str | Path) -> str:
+    """A study's id from its path: a NIfTI file's name without ``.nii``/``.nii.gz``, else the file's or folder's
+    name (a DICOM study folder)."""
+    name = Path(path).name
+    return nifti_stem(name) if name.endswith(NIFTI_SUFFIXES) else name
 
 
 def sidecar_path(nifti_path: str | Path) -> Path:
